@@ -1,0 +1,179 @@
+//! The command line, mirrored one to one by `SECRET_SIDECAR_*` environment variables.
+//!
+//! This struct only describes what the user typed; [`crate::plan::Plan`] turns it into
+//! something checked and typed.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::exit::HELP_TABLE;
+
+/// Fetch secrets with the workload's own identity, publish them atomically as files in an
+/// in-memory directory, and exit.
+///
+/// Runs before the application: as a Kubernetes init container, an ECS container the app
+/// depends on, or locally. On any failure it exits non-zero and publishes nothing, so the
+/// application never starts on a partial set.
+#[derive(Debug, Parser)]
+#[command(name = "secret-sidecar", version, after_help = HELP_TABLE, max_term_width = 100)]
+pub struct Cli {
+    /// A secret to publish, as [FILE=]REF; repeat for more.
+    ///
+    /// REF is aws://NAME_OR_ARN[?version-stage=STAGE|version-id=ID][#KEY]. #KEY publishes one
+    /// string field of a JSON secret (#password, or a JSON Pointer like #/db/password).
+    /// Without FILE= the file is named after the secret: its name (for an ARN, without the
+    /// random suffix), then the key, joined by '_', with characters outside [A-Za-z0-9._-]
+    /// turned into '_' (aws://prod/db#password -> prod_db_password).
+    /// In the environment variable, separate secrets with commas.
+    ///
+    /// Example: --secret db=aws://prod/db#password
+    #[arg(
+        long = "secret",
+        value_name = "[FILE=]REF",
+        env = "SECRET_SIDECAR_SECRET",
+        value_delimiter = ','
+    )]
+    pub secrets: Vec<String>,
+
+    /// A YAML file listing secrets, each with ref, and optionally file, key, mode, owner.
+    ///
+    /// Example: --config /etc/secret-sidecar/secrets.yaml
+    #[arg(long, value_name = "FILE", env = "SECRET_SIDECAR_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// The directory to publish into: the in-memory volume shared with the application.
+    ///
+    /// It must exist, must not be a symbolic link, and must be tmpfs unless
+    /// --allow-non-tmpfs. Files appear all at once through a `..data` link.
+    ///
+    /// Example: --output-dir /run/secrets
+    #[arg(long, value_name = "DIR", env = "SECRET_SIDECAR_OUTPUT_DIR")]
+    pub output_dir: Option<PathBuf>,
+
+    /// File mode (octal) for every published file, whatever the umask.
+    ///
+    /// Example: --mode 0400
+    #[arg(long, value_name = "MODE", env = "SECRET_SIDECAR_MODE", default_value = "0440")]
+    pub mode: String,
+
+    /// Owner of every published file, as numeric UID or UID:GID (needs CAP_CHOWN).
+    ///
+    /// Example: --owner 1000:1000
+    #[arg(long, value_name = "UID[:GID]", env = "SECRET_SIDECAR_OWNER")]
+    pub owner: Option<String>,
+
+    /// Publish into a directory that is not tmpfs (for platforms without one, such as ECS
+    /// Fargate): secrets may then reach a disk.
+    ///
+    /// Example: --allow-non-tmpfs
+    #[arg(long, env = "SECRET_SIDECAR_ALLOW_NON_TMPFS")]
+    pub allow_non_tmpfs: bool,
+
+    /// Deadline for fetching every secret, including retries: 60, 60s, 1500ms or 2m.
+    ///
+    /// Example: --timeout 30s
+    #[arg(long, value_name = "DURATION", env = "SECRET_SIDECAR_TIMEOUT", default_value = "60s")]
+    pub timeout: Seconds,
+
+    /// How many secrets to fetch at the same time.
+    ///
+    /// Example: --concurrency 4
+    #[arg(long, value_name = "N", env = "SECRET_SIDECAR_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+
+    /// Log line format on stderr. The level comes from RUST_LOG (default: info for
+    /// secret-sidecar, warn for libraries).
+    ///
+    /// Example: --log-format json
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        env = "SECRET_SIDECAR_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A duration written as `60`, `60s`, `1500ms` or `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Seconds, String> {
+        let (number, scale_ms) = if let Some(n) = text.strip_suffix("ms") {
+            (n, 1)
+        } else if let Some(n) = text.strip_suffix('s') {
+            (n, 1_000)
+        } else if let Some(n) = text.strip_suffix('m') {
+            (n, 60_000)
+        } else {
+            (text, 1_000)
+        };
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("'{text}' is not a duration like 60s, 1500ms or 2m"))?;
+        let millis = value.checked_mul(scale_ms).filter(|ms| *ms > 0).ok_or_else(|| {
+            format!("'{text}' must be more than zero and at most a few days")
+        })?;
+        Ok(Seconds(Duration::from_millis(millis)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_option_has_an_environment_variable_and_an_example() {
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let env = arg.get_env().unwrap_or_else(|| panic!("--{id} has no env var"));
+            let expected = format!("SECRET_SIDECAR_{}", id.to_uppercase().trim_end_matches('S'));
+            assert!(
+                env.to_str().unwrap().starts_with(&expected),
+                "--{id} reads {env:?}, expected {expected}"
+            );
+            let help = arg.get_long_help().unwrap_or_else(|| panic!("--{id} has no help"));
+            assert!(help.to_string().contains("Example: --"), "--{id} help lacks an example");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!("60".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
+        assert_eq!("2m".parse::<Seconds>().unwrap().0, Duration::from_secs(120));
+        assert_eq!("1500ms".parse::<Seconds>().unwrap().0, Duration::from_millis(1500));
+        assert!("0s".parse::<Seconds>().is_err());
+        assert!("soon".parse::<Seconds>().is_err());
+        assert!("-1".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn help_lists_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"));
+        assert!(help.contains("7  bad secret data"));
+    }
+}

@@ -1,0 +1,130 @@
+//! The `--config` YAML file: many secrets, each with the same options as `--secret`.
+//!
+//! ```yaml
+//! secrets:
+//!   - ref: aws://prod/db            # required
+//!     file: db/password             # optional; derived from ref when absent
+//!     key: password                 # optional; same as ref#password
+//!     mode: "0400"                  # optional; a quoted octal string
+//!     owner: "1000:1000"            # optional; UID[:GID]
+//! ```
+//!
+//! Unknown fields are rejected. Parse errors give line and column but never quote the
+//! file's text, since a mistaken config may hold a literal value.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+
+use crate::exit::Class;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub secrets: Vec<SecretEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretEntry {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub file: Option<String>,
+    pub key: Option<String>,
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+}
+
+impl ConfigFile {
+    pub fn load(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))
+            .context(Class::Usage)?;
+        ConfigFile::parse(&text)
+            .with_context(|| format!("config file {}", path.display()))
+            .context(Class::Usage)
+    }
+
+    pub fn parse(text: &str) -> Result<ConfigFile> {
+        serde_saphyr::from_str::<ConfigFile>(text).map_err(|err| anyhow!(describe(&err)))
+    }
+}
+
+/// Renders a YAML error as `MESSAGE at line L, column C` with anything quoted in the
+/// message (a scalar from the file) replaced by `…`.
+fn describe(err: &serde_saphyr::Error) -> String {
+    let mut options = serde_saphyr::RenderOptions::new(&serde_saphyr::UserMessageFormatter);
+    options.snippets = serde_saphyr::SnippetMode::Off;
+    redact_quoted(&err.render_with_options(options))
+}
+
+/// Drops the contents of `"…"` and `'…'` spans. Field names, which serde quotes with
+/// backticks, stay: they are the part that tells the user what to fix.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut open: Option<char> = None;
+    for c in message.chars() {
+        match open {
+            Some(quote) if c == quote => {
+                out.push('…');
+                out.push(c);
+                open = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '\'' {
+                    open = Some(c);
+                }
+            }
+        }
+    }
+    if open.is_some() {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_full_entry() {
+        let config = ConfigFile::parse(
+            "secrets:\n  - ref: aws://prod/db\n    file: db/password\n    key: password\n    mode: \"0400\"\n    owner: \"1000:2000\"\n",
+        )
+        .unwrap();
+        let entry = &config.secrets[0];
+        assert_eq!(entry.reference, "aws://prod/db");
+        assert_eq!(entry.file.as_deref(), Some("db/password"));
+        assert_eq!(entry.key.as_deref(), Some("password"));
+        assert_eq!(entry.mode.as_deref(), Some("0400"));
+        assert_eq!(entry.owner.as_deref(), Some("1000:2000"));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_a_line_number() {
+        let err = ConfigFile::parse("secrets:\n  - ref: aws://a\n    flie: x\n").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("flie"), "{message}");
+        assert!(message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn errors_never_quote_the_file() {
+        let err = ConfigFile::parse("secrets:\n  - ref: [\"hunter2-sentinel\"]\n").unwrap_err();
+        let message = err.to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        let err = ConfigFile::parse("secrets: 'hunter2-sentinel'\n").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn redaction_keeps_structure() {
+        assert_eq!(redact_quoted(r#"invalid type: string "x y", expected u8"#), "invalid type: string \"…\", expected u8");
+        assert_eq!(redact_quoted("unknown field `flie`"), "unknown field `flie`");
+        assert_eq!(redact_quoted("dangling \"abc"), "dangling \"…");
+    }
+}

@@ -1,0 +1,123 @@
+//! Exit codes: the one contract an orchestrator reads from an init container.
+//!
+//! Every failure is tagged with the [`Class`] that decides the process exit code. The tag
+//! travels as an `anyhow` context, so the one-line error message reads as
+//! `<class label>: <what>: <cause>` and the code is found by walking the chain, without
+//! string matching.
+
+use std::fmt;
+use std::process::ExitCode;
+
+/// Why a run failed. The discriminant is the process exit code; `0` is success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A bug or an environment the program does not understand.
+    Internal = 1,
+    /// The command line, environment or configuration file is wrong.
+    Usage = 2,
+    /// The workload identity could not be proven (no credentials, token rejected).
+    Auth = 3,
+    /// The secret does not exist, or this identity may not read it.
+    NotFound = 4,
+    /// Network, throttling or server errors that outlasted the retries or the deadline.
+    Transient = 5,
+    /// The output directory or filesystem refused the files.
+    Output = 6,
+    /// The secret was fetched but its content is unusable (missing key, not JSON, too large).
+    BadData = 7,
+}
+
+impl Class {
+    pub const ALL: [Class; 7] = [
+        Class::Internal,
+        Class::Usage,
+        Class::Auth,
+        Class::NotFound,
+        Class::Transient,
+        Class::Output,
+        Class::BadData,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The label that opens the error line and the README table.
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Internal => "internal error",
+            Class::Usage => "usage error",
+            Class::Auth => "authentication failed",
+            Class::NotFound => "secret not found or access denied",
+            Class::Transient => "transient failure",
+            Class::Output => "output error",
+            Class::BadData => "bad secret data",
+        }
+    }
+
+    /// The class an error chain was tagged with (the outermost tag); untagged errors are
+    /// internal. anyhow's downcast looks through every context layer.
+    pub fn of(err: &anyhow::Error) -> Class {
+        err.downcast_ref::<Class>().copied().unwrap_or(Class::Internal)
+    }
+}
+
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+impl From<Class> for ExitCode {
+    fn from(class: Class) -> ExitCode {
+        ExitCode::from(class.code())
+    }
+}
+
+/// The exit-code table as shown at the end of `--help`.
+pub const HELP_TABLE: &str = "\
+Exit codes:
+  0  every secret was published
+  1  internal error (a bug; please report it)
+  2  usage or configuration error (nothing was fetched)
+  3  identity or authentication failed
+  4  secret not found or access denied
+  5  transient failure (network, throttling, 5xx) after retries or the deadline
+  6  output directory or filesystem problem
+  7  bad secret data (missing JSON key, not JSON, too large)
+On any non-zero exit nothing new is published: the directory keeps its previous set, if any.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn codes_are_distinct_and_documented() {
+        let mut seen = std::collections::HashSet::new();
+        for class in Class::ALL {
+            assert!(seen.insert(class.code()), "duplicate code {}", class.code());
+            assert!(
+                HELP_TABLE.contains(&format!("  {}  ", class.code())),
+                "code {} missing from the help table",
+                class.code()
+            );
+        }
+    }
+
+    #[test]
+    fn outermost_tag_wins_and_untagged_is_internal() {
+        let plain = anyhow::anyhow!("boom");
+        assert_eq!(Class::of(&plain), Class::Internal);
+
+        let tagged: anyhow::Result<()> = Err(anyhow::anyhow!("io"))
+            .context(Class::Output)
+            .context("while publishing");
+        let err = tagged.unwrap_err();
+        assert_eq!(Class::of(&err), Class::Output);
+        assert_eq!(format!("{err:#}"), "while publishing: output error: io");
+
+        let retagged = anyhow::Error::from(err).context(Class::Usage);
+        assert_eq!(Class::of(&retagged), Class::Usage);
+    }
+}

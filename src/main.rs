@@ -1,0 +1,55 @@
+//! secret-sidecar: fetch secrets with the workload's identity, publish them atomically to
+//! an in-memory directory, exit.
+//!
+//! `main` is a thin shell: parse the command line, set up logs, run, and turn the outcome
+//! into an exit code. Everything that can fail is in [`run::run`].
+
+mod cli;
+mod config;
+mod exit;
+mod extract;
+mod logging;
+mod plan;
+mod providers;
+mod publish;
+mod reference;
+mod run;
+mod secret;
+
+use std::panic::AssertUnwindSafe;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::exit::Class;
+
+fn main() -> ExitCode {
+    // clap exits by itself: 0 for --help and --version, 2 for a malformed command line.
+    let cli = cli::Cli::parse();
+    logging::init(cli.log_format);
+
+    // A panic's message could in principle carry data; log only where it happened.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
+        tracing::error!(exit_code = Class::Internal.code(), "internal error: panic at {location}; please report it");
+    }));
+
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| anyhow::Error::new(err).context("starting the async runtime"))?;
+        runtime.block_on(run::run(&cli))
+    }));
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(err)) => {
+            let class = Class::of(&err);
+            tracing::error!(exit_code = class.code(), "{err:#}");
+            class.into()
+        }
+        Err(_) => Class::Internal.into(),
+    }
+}

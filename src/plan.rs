@@ -1,0 +1,342 @@
+//! The validated plan: every secret to fetch and the exact file it becomes.
+//!
+//! The command line, the config file and the legacy environment variables of the original
+//! init container all end up here. Everything that can be checked without the network is
+//! checked here (references, file names, collisions, modes, owners), so a usage error
+//! never costs a round trip and never leaves anything behind.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::cli::Cli;
+use crate::config::{ConfigFile, SecretEntry};
+use crate::exit::Class;
+use crate::reference::{JsonKey, SecretRef};
+
+/// Linux's NAME_MAX.
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// Linux's PATH_MAX less the terminating NUL.
+pub const MAX_PATH_BYTES: usize = 4095;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Item {
+    pub reference: SecretRef,
+    /// A validated relative path inside the output directory.
+    pub file: String,
+    pub mode: u32,
+    pub owner: Option<Owner>,
+}
+
+#[derive(Debug)]
+pub struct Plan {
+    pub output_dir: PathBuf,
+    pub allow_non_tmpfs: bool,
+    pub items: Vec<Item>,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+/// Where the original init container (see the README) put its file, and what it was called.
+const LEGACY_DIR: &str = "/tmp";
+const LEGACY_FILE: &str = "secret";
+
+impl Plan {
+    pub fn build(cli: &Cli) -> Result<Plan> {
+        Plan::build_inner(cli, &|name| std::env::var(name).ok()).context(Class::Usage)
+    }
+
+    fn build_inner(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan> {
+        let mode = parse_mode(&cli.mode).context("--mode")?;
+        let owner = cli.owner.as_deref().map(parse_owner).transpose()?;
+
+        let mut items = Vec::new();
+        for arg in &cli.secrets {
+            let (file, reference) = split_file(arg);
+            let reference = SecretRef::parse(reference).with_context(|| format!("--secret {arg}"))?;
+            items.push(item(reference, file.map(str::to_owned), mode, owner)?);
+        }
+        if let Some(path) = &cli.config {
+            let config = ConfigFile::load(path)?;
+            for (index, entry) in config.secrets.into_iter().enumerate() {
+                let place = format!("{} secrets[{index}]", path.display());
+                items.push(config_item(entry, mode, owner).with_context(|| place)?);
+            }
+        }
+
+        let mut output_dir = cli.output_dir.clone();
+        if items.is_empty() {
+            // Drop-in mode for the original init container: SECRET_NAME (+ MOUNT_NAME).
+            if let Some(name) = env("SECRET_NAME").filter(|name| !name.is_empty()) {
+                let file = env("MOUNT_NAME")
+                    .filter(|name| !name.is_empty())
+                    .unwrap_or_else(|| LEGACY_FILE.to_owned());
+                let reference = SecretRef::parse(&format!("aws://{name}?version-stage=AWSCURRENT"))
+                    .context("SECRET_NAME")?;
+                items.push(item(reference, Some(file), mode, owner).context("MOUNT_NAME")?);
+                output_dir.get_or_insert_with(|| PathBuf::from(LEGACY_DIR));
+            }
+        }
+        if items.is_empty() {
+            bail!("no secret to fetch: give --secret, --config, or SECRET_NAME");
+        }
+        let Some(output_dir) = output_dir else {
+            bail!("--output-dir is required (the shared in-memory volume)");
+        };
+        check_collisions(&items)?;
+        if cli.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        Ok(Plan {
+            output_dir,
+            allow_non_tmpfs: cli.allow_non_tmpfs,
+            items,
+            timeout: cli.timeout.0,
+            concurrency: cli.concurrency,
+        })
+    }
+}
+
+/// `FILE=SCHEME://…` → (`FILE`, `SCHEME://…`). The file part is everything before the
+/// last `=` that precedes the scheme's `://`, so a file name may itself contain `=`.
+pub fn split_file(arg: &str) -> (Option<&str>, &str) {
+    let scheme_end = arg.find("://").unwrap_or(0);
+    match arg[..scheme_end].rfind('=') {
+        Some(at) => (Some(&arg[..at]), &arg[at + 1..]),
+        None => (None, arg),
+    }
+}
+
+fn item(reference: SecretRef, file: Option<String>, mode: u32, owner: Option<Owner>) -> Result<Item> {
+    let file = file.unwrap_or_else(|| reference.default_file_name());
+    validate_file(&file).with_context(|| format!("file name '{}'", file.escape_debug()))?;
+    Ok(Item {
+        reference,
+        file,
+        mode,
+        owner,
+    })
+}
+
+fn config_item(entry: SecretEntry, mode: u32, owner: Option<Owner>) -> Result<Item> {
+    let mut reference = SecretRef::parse(&entry.reference)?;
+    if let Some(key) = entry.key {
+        if reference.key.is_some() {
+            bail!("'{}' has a #KEY and a key field; give one", entry.reference);
+        }
+        reference.key = Some(JsonKey::parse(&key)?);
+    }
+    let mode = entry.mode.as_deref().map(parse_mode).transpose()?.unwrap_or(mode);
+    let owner = match entry.owner.as_deref() {
+        Some(text) => Some(parse_owner(text)?),
+        None => owner,
+    };
+    item(reference, entry.file, mode, owner)
+}
+
+/// A file name must be a relative path of plain components, each short enough for the
+/// filesystem, none of them `.`, `..` or starting with `..` (names the publisher keeps for
+/// itself), and no NUL anywhere.
+pub fn validate_file(path: &str) -> Result<()> {
+    if path.is_empty() {
+        bail!("is empty");
+    }
+    if path.contains('\0') {
+        bail!("contains a NUL byte");
+    }
+    if path.starts_with('/') {
+        bail!("is absolute; give a path relative to --output-dir");
+    }
+    if path.len() > MAX_PATH_BYTES {
+        bail!("is {} bytes; the limit is {MAX_PATH_BYTES}", path.len());
+    }
+    for component in path.split('/') {
+        if component.is_empty() {
+            bail!("has an empty component (a doubled or trailing '/')");
+        }
+        if component == "." || component == ".." {
+            bail!("has a '{component}' component");
+        }
+        if component.starts_with("..") {
+            bail!("has a component starting with '..', which is reserved for the publisher");
+        }
+        if component.len() > MAX_COMPONENT_BYTES {
+            bail!("has a component of {} bytes; the limit is {MAX_COMPONENT_BYTES}", component.len());
+        }
+    }
+    Ok(())
+}
+
+/// Two outputs collide when they name the same file (ignoring case, since the app may
+/// run on a case-insensitive view of the files) or when one is a directory of the other.
+fn check_collisions(items: &[Item]) -> Result<()> {
+    let mut seen: HashMap<String, &Item> = HashMap::new();
+    for item in items {
+        let folded = item.file.to_lowercase();
+        if let Some(other) = seen.get(&folded) {
+            bail!(
+                "{} and {} would both be written to '{}'",
+                other.reference,
+                item.reference,
+                item.file
+            );
+        }
+        seen.insert(folded, item);
+    }
+    for item in items {
+        let folded = item.file.to_lowercase();
+        let mut prefix = folded.as_str();
+        while let Some((parent, _)) = prefix.rsplit_once('/') {
+            if let Some(other) = seen.get(parent) {
+                bail!(
+                    "'{}' (from {}) is a file, but {} needs it to be a directory for '{}'",
+                    other.file,
+                    other.reference,
+                    item.reference,
+                    item.file
+                );
+            }
+            prefix = parent;
+        }
+    }
+    Ok(())
+}
+
+/// An octal mode such as `0440`, `440` or `0o440`, at most `0777`.
+pub fn parse_mode(text: &str) -> Result<u32> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    let mode = u32::from_str_radix(digits, 8)
+        .map_err(|_| anyhow!("mode '{text}' is not an octal number like 0440"))?;
+    if mode > 0o777 {
+        bail!("mode '{text}' is wider than 0777; setuid, setgid and sticky bits are not allowed");
+    }
+    Ok(mode)
+}
+
+/// `UID` or `UID:GID`, numeric, since minimal images have no user database.
+pub fn parse_owner(text: &str) -> Result<Owner> {
+    let number = |part: &str| {
+        part.parse::<u32>()
+            .map_err(|_| anyhow!("owner '{text}' is not UID or UID:GID (numbers)"))
+    };
+    match text.split_once(':') {
+        Some((uid, gid)) => Ok(Owner {
+            uid: number(uid)?,
+            gid: Some(number(gid)?),
+        }),
+        None => Ok(Owner {
+            uid: number(text)?,
+            gid: None,
+        }),
+    }
+}
+
+#[cfg(all(test, feature = "aws"))]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut full = vec!["secret-sidecar"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full).unwrap()
+    }
+
+    fn build(args: &[&str], env: &[(&str, &str)]) -> Result<Plan> {
+        let env: HashMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Plan::build_inner(&cli(args), &|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn splits_file_from_reference() {
+        assert_eq!(split_file("db=aws://prod/db"), (Some("db"), "aws://prod/db"));
+        assert_eq!(split_file("a=b=aws://x"), (Some("a=b"), "aws://x"));
+        assert_eq!(split_file("aws://x?version-id=1"), (None, "aws://x?version-id=1"));
+        assert_eq!(split_file("noscheme"), (None, "noscheme"));
+    }
+
+    #[test]
+    fn path_validation_table() {
+        for ok in ["db", "tls/cert.pem", ".env", "a..b", "x".repeat(255).as_str()] {
+            assert!(validate_file(ok).is_ok(), "{ok} should be accepted");
+        }
+        let long_path = vec!["x"; 2049].join("/");
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a/..",
+            "..data",
+            "..x",
+            "a/..b",
+            ".",
+            "a/./b",
+            "a//b",
+            "a/",
+            "nul\0byte",
+            "x".repeat(256).as_str(),
+            long_path.as_str(),
+        ] {
+            assert!(validate_file(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn collisions_are_usage_errors() {
+        assert!(build(&["--output-dir=/o", "--secret=a=aws://x", "--secret=A=aws://y"], &[]).is_err());
+        assert!(build(&["--output-dir=/o", "--secret=a=aws://x", "--secret=a/b=aws://y"], &[]).is_err());
+        assert!(build(&["--output-dir=/o", "--secret=aws://p/x", "--secret=p_x=aws://y"], &[]).is_err());
+        assert!(build(&["--output-dir=/o", "--secret=a=aws://x", "--secret=ab=aws://y"], &[]).is_ok());
+    }
+
+    #[test]
+    fn legacy_environment_is_a_drop_in() {
+        let plan = build(&[], &[("SECRET_NAME", "prod/db"), ("MOUNT_NAME", "creds")]).unwrap();
+        assert_eq!(plan.output_dir, PathBuf::from("/tmp"));
+        assert_eq!(plan.items[0].file, "creds");
+        assert_eq!(plan.items[0].reference.text, "aws://prod/db?version-stage=AWSCURRENT");
+
+        let plan = build(&["--output-dir=/shm"], &[("SECRET_NAME", "db")]).unwrap();
+        assert_eq!(plan.output_dir, PathBuf::from("/shm"));
+        assert_eq!(plan.items[0].file, "secret");
+
+        // Explicit secrets win over the legacy variables.
+        let plan = build(&["--output-dir=/o", "--secret=aws://x"], &[("SECRET_NAME", "db")]).unwrap();
+        assert_eq!(plan.items.len(), 1);
+        assert_eq!(plan.items[0].file, "x");
+    }
+
+    #[test]
+    fn nothing_to_do_or_nowhere_to_write_is_an_error() {
+        assert!(build(&["--output-dir=/o"], &[]).is_err());
+        assert!(build(&["--secret=aws://x"], &[]).is_err());
+    }
+
+    #[test]
+    fn modes_and_owners() {
+        assert_eq!(parse_mode("0440").unwrap(), 0o440);
+        assert_eq!(parse_mode("0o600").unwrap(), 0o600);
+        assert_eq!(parse_mode("400").unwrap(), 0o400);
+        assert!(parse_mode("4755").is_err());
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("rw").is_err());
+        assert_eq!(parse_owner("1000").unwrap(), Owner { uid: 1000, gid: None });
+        assert_eq!(parse_owner("1:2").unwrap(), Owner { uid: 1, gid: Some(2) });
+        assert!(parse_owner("app").is_err());
+        assert!(parse_owner("1:").is_err());
+
+        let plan = build(&["--output-dir=/o", "--mode=0400", "--owner=7:8", "--secret=aws://x"], &[]).unwrap();
+        assert_eq!(plan.items[0].mode, 0o400);
+        assert_eq!(plan.items[0].owner, Some(Owner { uid: 7, gid: Some(8) }));
+    }
+}

@@ -1,0 +1,377 @@
+//! AWS Secrets Manager.
+//!
+//! ```text
+//! --secret db=aws://prod/db#password
+//! --secret aws://arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/tls-AbCdEf
+//! --secret aws://prod/db?version-stage=AWSPREVIOUS      (or ?version-id=UUID)
+//! ```
+//!
+//! Identity comes from aws-config's default chain with nothing added: static keys in the
+//! environment, IRSA (`AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, the token file re-read
+//! on every exchange), EKS Pod Identity (`AWS_CONTAINER_CREDENTIALS_FULL_URI` +
+//! `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`), the ECS task role, shared profiles, and
+//! instance metadata. `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_SECRETS_MANAGER` are honoured
+//! by the SDK (that is how LocalStack is reached).
+//!
+//! The region is the one in an ARN, else the environment's or the profile's. One client is
+//! built per region and reused for every secret in it. Every request carries a
+//! `secret-sidecar/<version>` User-Agent suffix so CloudTrail can attribute the calls.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+
+use anyhow::{Context, Result, anyhow, bail};
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, Region, RuntimeComponents};
+use aws_sdk_secretsmanager::error::{
+    BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError,
+};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+
+use super::{Fetched, Provider, Settings};
+use crate::exit::Class;
+use crate::reference::Params;
+use crate::secret::SecretValue;
+
+/// Appended to the SDK's own User-Agent on every request.
+const USER_AGENT_SUFFIX: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
+
+/// Which version of the secret to read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// The service's default, `AWSCURRENT`.
+    Current,
+    Stage(String),
+    Id(String),
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AwsTarget {
+    /// The name or ARN, passed to the service as `SecretId`.
+    pub secret_id: String,
+    /// The region named in an ARN, which wins over the environment's.
+    pub region: Option<String>,
+    pub version: Version,
+}
+
+impl AwsTarget {
+    pub fn parse(locator: &str, params: &mut Params) -> Result<AwsTarget> {
+        let region = if locator.starts_with("arn:") {
+            Some(parse_arn_region(locator)?)
+        } else {
+            validate_name(locator)?;
+            None
+        };
+        let stage = params.take_value("version-stage")?;
+        let id = params.take_value("version-id")?;
+        let version = match (stage, id) {
+            (None, None) => Version::Current,
+            (Some(stage), None) => Version::Stage(stage),
+            (None, Some(id)) => Version::Id(id),
+            (Some(_), Some(_)) => bail!("give version-stage or version-id, not both"),
+        };
+        Ok(AwsTarget {
+            secret_id: locator.to_owned(),
+            region,
+            version,
+        })
+    }
+
+    /// The secret's name: for an ARN, the part after `secret:` without the six-character
+    /// suffix Secrets Manager appends.
+    pub fn short_name(&self) -> String {
+        if self.region.is_none() {
+            return self.secret_id.clone();
+        }
+        let name = self.secret_id.splitn(7, ':').nth(6).unwrap_or_default();
+        match name.rsplit_once('-') {
+            Some((stem, suffix))
+                if suffix.len() == 6 && suffix.chars().all(|c| c.is_ascii_alphanumeric()) =>
+            {
+                stem.to_owned()
+            }
+            _ => name.to_owned(),
+        }
+    }
+}
+
+/// `arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME` → `REGION`.
+fn parse_arn_region(arn: &str) -> Result<String> {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "secretsmanager", region, account, "secret", name]
+            if !partition.is_empty()
+                && !region.is_empty()
+                && !account.is_empty()
+                && !name.is_empty() =>
+        {
+            Ok((*region).to_owned())
+        }
+        _ => bail!(
+            "'{arn}' is not a Secrets Manager secret ARN \
+             (arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME)"
+        ),
+    }
+}
+
+/// Secrets Manager names are 1–512 characters of `[A-Za-z0-9/_+=.@-]`.
+fn validate_name(name: &str) -> Result<()> {
+    if name.len() > 512 {
+        bail!("secret name is {} characters; Secrets Manager allows 512", name.len());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
+    {
+        bail!("secret name '{name}' has {bad:?}; Secrets Manager names use A-Z a-z 0-9 / _ + = . @ -");
+    }
+    Ok(())
+}
+
+/// Connected Secrets Manager clients, one per region.
+pub struct Aws {
+    clients: HashMap<String, Client>,
+    /// The region of targets that are plain names.
+    default_region: Option<String>,
+}
+
+impl Provider for Aws {
+    type Target = AwsTarget;
+
+    async fn connect(targets: &[&AwsTarget], settings: &Settings) -> Result<Aws> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(settings.attempt_timeout)
+                    .operation_attempt_timeout(settings.attempt_timeout)
+                    .build(),
+            );
+        // When every secret is an ARN and the environment names no region, take the
+        // region from the ARN rather than probing profiles and instance metadata for one.
+        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+        if !env_region && targets.iter().all(|t| t.region.is_some()) {
+            if let Some(region) = targets.iter().find_map(|t| t.region.clone()) {
+                loader = loader.region(Region::new(region));
+            }
+        }
+        let shared = loader.load().await;
+        let default_region = shared.region().map(|r| r.to_string());
+
+        let mut clients = HashMap::new();
+        for target in targets {
+            let region = match (&target.region, &default_region) {
+                (Some(region), _) | (None, Some(region)) => region.clone(),
+                (None, None) => {
+                    return Err(anyhow!(
+                        "no AWS region for '{}': set AWS_REGION or use the secret's ARN",
+                        target.secret_id
+                    ))
+                    .context(Class::Usage);
+                }
+            };
+            clients.entry(region.clone()).or_insert_with(|| {
+                let config = aws_sdk_secretsmanager::config::Builder::from(&shared)
+                    .region(Region::new(region))
+                    .interceptor(UserAgentSuffix)
+                    .build();
+                Client::from_conf(config)
+            });
+        }
+        Ok(Aws {
+            clients,
+            default_region,
+        })
+    }
+
+    async fn fetch(&self, target: &AwsTarget) -> Result<Fetched> {
+        let region = target
+            .region
+            .as_ref()
+            .or(self.default_region.as_ref())
+            .and_then(|region| self.clients.get(region))
+            .context("no client for the secret's region")
+            .context(Class::Internal)?;
+        let request = region.get_secret_value().secret_id(&target.secret_id);
+        let request = match &target.version {
+            Version::Current => request,
+            Version::Stage(stage) => request.version_stage(stage),
+            Version::Id(id) => request.version_id(id),
+        };
+        let output = request.send().await.map_err(classify)?;
+        let version = output.version_id;
+        let value = match (output.secret_string, output.secret_binary) {
+            (Some(text), _) => SecretValue::from_string(text),
+            (None, Some(blob)) => SecretValue::new(blob.into_inner()),
+            (None, None) => {
+                return Err(anyhow!("the response has neither SecretString nor SecretBinary"))
+                    .context(Class::BadData);
+            }
+        };
+        Ok(Fetched { value, version })
+    }
+}
+
+/// Tags an SDK error with the exit class an operator needs, keeping the SDK's own
+/// message and cause chain (which never contain the secret value).
+fn classify(err: SdkError<GetSecretValueError>) -> anyhow::Error {
+    let class = match &err {
+        SdkError::ServiceError(service) => classify_service(service.err(), service.raw().status().as_u16()),
+        SdkError::TimeoutError(_) => Class::Transient,
+        SdkError::ResponseError(_) => Class::Transient,
+        SdkError::DispatchFailure(failure) => match credentials_class(&err) {
+            Some(class) => class,
+            None if failure.is_user() => Class::Usage,
+            None => Class::Transient,
+        },
+        SdkError::ConstructionFailure(_) => credentials_class(&err).unwrap_or(Class::Internal),
+        _ => Class::Internal,
+    };
+    anyhow!("{}", DisplayErrorContext(&err)).context(class)
+}
+
+fn classify_service(err: &GetSecretValueError, status: u16) -> Class {
+    match err {
+        GetSecretValueError::ResourceNotFoundException(_) => Class::NotFound,
+        // The identity may read the secret but not use its KMS key.
+        GetSecretValueError::DecryptionFailure(_) => Class::NotFound,
+        // Scheduled for deletion, or a version that is not in a usable state.
+        GetSecretValueError::InvalidRequestException(_) => Class::NotFound,
+        GetSecretValueError::InvalidParameterException(_) => Class::Usage,
+        GetSecretValueError::InternalServiceError(_) => Class::Transient,
+        other => match other.code() {
+            Some("AccessDeniedException" | "AccessDenied") => Class::NotFound,
+            Some(
+                "UnrecognizedClientException"
+                | "InvalidClientTokenId"
+                | "InvalidSignatureException"
+                | "SignatureDoesNotMatch"
+                | "IncompleteSignature"
+                | "MissingAuthenticationToken"
+                | "ExpiredTokenException"
+                | "ExpiredToken",
+            ) => Class::Auth,
+            Some(
+                "ThrottlingException"
+                | "Throttling"
+                | "TooManyRequestsException"
+                | "RequestLimitExceeded"
+                | "ServiceUnavailable"
+                | "ServiceUnavailableException",
+            ) => Class::Transient,
+            _ if status >= 500 || status == 429 => Class::Transient,
+            _ if status == 401 => Class::Auth,
+            _ if status == 403 => Class::NotFound,
+            _ => Class::Internal,
+        },
+    }
+}
+
+/// Credential failures surface inside dispatch or construction errors. A provider that
+/// could not reach its endpoint is transient; anything else is an identity failure.
+fn credentials_class(err: &(dyn StdError + 'static)) -> Option<Class> {
+    let mut cause = Some(err);
+    let mut found = None;
+    while let Some(current) = cause {
+        if let Some(creds) = current.downcast_ref::<CredentialsError>() {
+            found = Some(match creds {
+                CredentialsError::ProviderTimedOut(_) => Class::Transient,
+                _ => Class::Auth,
+            });
+        } else if found.is_some() {
+            if let Some(connector) =
+                current.downcast_ref::<aws_sdk_secretsmanager::error::ConnectorError>()
+            {
+                if connector.is_io() || connector.is_timeout() {
+                    return Some(Class::Transient);
+                }
+            }
+        }
+        cause = current.source();
+    }
+    found
+}
+
+/// Appends `secret-sidecar/<version>` to the User-Agent after signing (the header is not
+/// signed), so the calls are attributable in CloudTrail.
+#[derive(Debug)]
+struct UserAgentSuffix;
+
+impl Intercept for UserAgentSuffix {
+    fn name(&self) -> &'static str {
+        "SecretSidecarUserAgent"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let headers = context.request_mut().headers_mut();
+        let agent = match headers.get("user-agent") {
+            Some(existing) => format!("{existing} {USER_AGENT_SUFFIX}"),
+            None => USER_AGENT_SUFFIX.to_owned(),
+        };
+        headers.insert("user-agent", agent);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AwsTarget> {
+        let mut params = Params::default();
+        AwsTarget::parse(text, &mut params)
+    }
+
+    #[test]
+    fn arn_gives_region_and_short_name() {
+        let target =
+            parse("arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/tls-AbCdEf").unwrap();
+        assert_eq!(target.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(target.short_name(), "prod/tls");
+
+        let partial = parse("arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:db").unwrap();
+        assert_eq!(partial.region.as_deref(), Some("cn-north-1"));
+        assert_eq!(partial.short_name(), "db");
+    }
+
+    #[test]
+    fn names_are_validated_like_the_service_does() {
+        assert!(parse("prod/db_+=.@-1").is_ok());
+        assert!(parse("prod db").is_err());
+        assert!(parse(&"a".repeat(513)).is_err());
+        assert!(parse("arn:aws:s3:::bucket").is_err());
+        assert!(parse("arn:aws:secretsmanager::123:secret:x").is_err());
+    }
+
+    #[test]
+    fn service_errors_map_to_exit_classes() {
+        use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
+        let not_found = GetSecretValueError::ResourceNotFoundException(
+            ResourceNotFoundException::builder().build(),
+        );
+        assert_eq!(classify_service(&not_found, 400), Class::NotFound);
+
+        let generic = |code: &str| {
+            GetSecretValueError::generic(
+                aws_sdk_secretsmanager::error::ErrorMetadata::builder().code(code).build(),
+            )
+        };
+        assert_eq!(classify_service(&generic("AccessDeniedException"), 400), Class::NotFound);
+        assert_eq!(classify_service(&generic("UnrecognizedClientException"), 400), Class::Auth);
+        assert_eq!(classify_service(&generic("ThrottlingException"), 400), Class::Transient);
+        assert_eq!(classify_service(&generic("Whatever"), 503), Class::Transient);
+        assert_eq!(classify_service(&generic("Whatever"), 400), Class::Internal);
+    }
+}

@@ -1,0 +1,118 @@
+//! Secret stores behind one small, read-only interface.
+//!
+//! A provider knows three things: how to read its part of a reference (the locator and
+//! the `?params` it owns), how to build its clients once for a whole run, and how to fetch
+//! one secret. The core (plan, fetch loop, publisher) sees only [`Target`], [`Providers`]
+//! and [`Fetched`]; adding a store is a new module, a [`Target`] variant and a field in
+//! [`Providers`], each behind its cargo feature.
+
+#[cfg(feature = "aws")]
+pub mod aws;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::exit::Class;
+use crate::reference::Params;
+use crate::secret::SecretValue;
+
+/// What a provider returns for one secret.
+pub struct Fetched {
+    pub value: SecretValue,
+    /// The provider's version identifier, logged and recorded; never a value.
+    pub version: Option<String>,
+}
+
+/// Settings every provider honours.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Upper bound for one HTTP attempt, including connection set-up.
+    pub attempt_timeout: Duration,
+    /// How many attempts a transient failure gets.
+    pub max_attempts: u32,
+}
+
+/// One secret store. Implementations fetch only; they never write anything.
+pub trait Provider: Sized {
+    /// The provider's parsed locator and parameters.
+    type Target: std::fmt::Debug;
+
+    /// Builds the clients for every target of this provider in the run, once.
+    async fn connect(targets: &[&Self::Target], settings: &Settings) -> Result<Self>;
+
+    /// Fetches one secret. Errors carry a [`Class`] tag.
+    async fn fetch(&self, target: &Self::Target) -> Result<Fetched>;
+}
+
+/// The provider-specific part of a reference.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    #[cfg(feature = "aws")]
+    Aws(aws::AwsTarget),
+}
+
+impl Target {
+    /// Dispatches `SCHEME://LOCATOR?PARAMS` to the provider that owns the scheme.
+    pub fn parse(scheme: &str, locator: &str, params: &mut Params) -> Result<Target> {
+        match scheme {
+            #[cfg(feature = "aws")]
+            "aws" => Ok(Target::Aws(aws::AwsTarget::parse(locator, params)?)),
+            #[allow(unreachable_patterns)]
+            "aws" | "azure" | "gcp" => bail!(
+                "this build of secret-sidecar has no '{scheme}' provider (cargo feature '{scheme}' was off)"
+            ),
+            other => bail!("unknown provider '{other}://' (expected aws://)"),
+        }
+    }
+
+    /// The provider's short name for the secret, used to derive a file name.
+    pub fn short_name(&self) -> String {
+        match self {
+            #[cfg(feature = "aws")]
+            Target::Aws(target) => target.short_name(),
+        }
+    }
+}
+
+/// The connected clients for one run: one per provider that the run uses.
+#[derive(Default)]
+pub struct Providers {
+    #[cfg(feature = "aws")]
+    aws: Option<aws::Aws>,
+}
+
+impl Providers {
+    pub async fn connect<'a>(
+        targets: impl IntoIterator<Item = &'a Target>,
+        settings: &Settings,
+    ) -> Result<Providers> {
+        #[cfg(feature = "aws")]
+        let mut aws_targets = Vec::new();
+        for target in targets {
+            match target {
+                #[cfg(feature = "aws")]
+                Target::Aws(target) => aws_targets.push(target),
+            }
+        }
+        #[allow(unused_mut)]
+        let mut providers = Providers::default();
+        #[cfg(feature = "aws")]
+        if !aws_targets.is_empty() {
+            providers.aws = Some(aws::Aws::connect(&aws_targets, settings).await?);
+        }
+        let _ = settings;
+        Ok(providers)
+    }
+
+    pub async fn fetch(&self, target: &Target) -> Result<Fetched> {
+        match target {
+            #[cfg(feature = "aws")]
+            Target::Aws(target) => match &self.aws {
+                Some(aws) => aws.fetch(target).await,
+                None => Err(anyhow::anyhow!("AWS provider used before it was connected"))
+                    .context(Class::Internal),
+            },
+        }
+    }
+}

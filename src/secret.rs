@@ -1,0 +1,58 @@
+//! The one type that holds secret bytes.
+//!
+//! A [`SecretValue`] owns its bytes in memory that is zeroed when dropped, prints as
+//! `<redacted N bytes>` under both `Debug` and `Display`, and has no `Clone`, `Serialize`
+//! or accessor that returns a `String`. Anything that needs the bytes borrows them with
+//! [`SecretValue::expose`], which is easy to search for in review.
+
+use std::fmt;
+
+use zeroize::Zeroizing;
+
+pub struct SecretValue(Zeroizing<Vec<u8>>);
+
+impl SecretValue {
+    /// Takes ownership without copying, so the only copy is the zeroizing one.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretValue(Zeroizing::new(bytes))
+    }
+
+    pub fn from_string(text: String) -> Self {
+        SecretValue::new(text.into_bytes())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Borrows the bytes. Callers must not log, format or copy them outside zeroizing memory.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted {} bytes>", self.len())
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_prints_its_bytes() {
+        let value = SecretValue::from_string("hunter2-sentinel".to_owned());
+        assert_eq!(format!("{value:?}"), "<redacted 16 bytes>");
+        assert_eq!(format!("{value}"), "<redacted 16 bytes>");
+        assert_eq!(format!("{value:#?}"), "<redacted 16 bytes>");
+        assert_eq!(value.expose(), b"hunter2-sentinel");
+    }
+}
