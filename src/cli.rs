@@ -56,7 +56,12 @@ pub struct Cli {
     /// File mode (octal) for every published file, whatever the umask.
     ///
     /// Example: --mode 0400
-    #[arg(long, value_name = "MODE", env = "SECRET_SIDECAR_MODE", default_value = "0440")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        env = "SECRET_SIDECAR_MODE",
+        default_value = "0440"
+    )]
     pub mode: String,
 
     /// Owner of every published file, as numeric UID or UID:GID (needs CAP_CHOWN).
@@ -75,13 +80,23 @@ pub struct Cli {
     /// Deadline for fetching every secret, including retries: 60, 60s, 1500ms or 2m.
     ///
     /// Example: --timeout 30s
-    #[arg(long, value_name = "DURATION", env = "SECRET_SIDECAR_TIMEOUT", default_value = "60s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "SECRET_SIDECAR_TIMEOUT",
+        default_value = "60s"
+    )]
     pub timeout: Seconds,
 
     /// How many secrets to fetch at the same time.
     ///
     /// Example: --concurrency 4
-    #[arg(long, value_name = "N", env = "SECRET_SIDECAR_CONCURRENCY", default_value_t = 8)]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "SECRET_SIDECAR_CONCURRENCY",
+        default_value_t = 8
+    )]
     pub concurrency: usize,
 
     /// Log line format on stderr. The level comes from RUST_LOG (default: info for
@@ -124,9 +139,10 @@ impl FromStr for Seconds {
         let value: u64 = number
             .parse()
             .map_err(|_| format!("'{text}' is not a duration like 60s, 1500ms or 2m"))?;
-        let millis = value.checked_mul(scale_ms).filter(|ms| *ms > 0).ok_or_else(|| {
-            format!("'{text}' must be more than zero and at most a few days")
-        })?;
+        let millis = value
+            .checked_mul(scale_ms)
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| format!("'{text}' must be more than zero and at most a few days"))?;
         Ok(Seconds(Duration::from_millis(millis)))
     }
 }
@@ -149,14 +165,21 @@ mod tests {
             if matches!(id, "help" | "version") {
                 continue;
             }
-            let env = arg.get_env().unwrap_or_else(|| panic!("--{id} has no env var"));
+            let env = arg
+                .get_env()
+                .unwrap_or_else(|| panic!("--{id} has no env var"));
             let expected = format!("SECRET_SIDECAR_{}", id.to_uppercase().trim_end_matches('S'));
             assert!(
                 env.to_str().unwrap().starts_with(&expected),
                 "--{id} reads {env:?}, expected {expected}"
             );
-            let help = arg.get_long_help().unwrap_or_else(|| panic!("--{id} has no help"));
-            assert!(help.to_string().contains("Example: --"), "--{id} help lacks an example");
+            let help = arg
+                .get_long_help()
+                .unwrap_or_else(|| panic!("--{id} has no help"));
+            assert!(
+                help.to_string().contains("Example: --"),
+                "--{id} help lacks an example"
+            );
         }
     }
 
@@ -164,7 +187,10 @@ mod tests {
     fn durations() {
         assert_eq!("60".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
         assert_eq!("2m".parse::<Seconds>().unwrap().0, Duration::from_secs(120));
-        assert_eq!("1500ms".parse::<Seconds>().unwrap().0, Duration::from_millis(1500));
+        assert_eq!(
+            "1500ms".parse::<Seconds>().unwrap().0,
+            Duration::from_millis(1500)
+        );
         assert!("0s".parse::<Seconds>().is_err());
         assert!("soon".parse::<Seconds>().is_err());
         assert!("-1".parse::<Seconds>().is_err());

@@ -123,8 +123,14 @@ mod tests {
 
     #[test]
     fn redaction_keeps_structure() {
-        assert_eq!(redact_quoted(r#"invalid type: string "x y", expected u8"#), "invalid type: string \"…\", expected u8");
-        assert_eq!(redact_quoted("unknown field `flie`"), "unknown field `flie`");
+        assert_eq!(
+            redact_quoted(r#"invalid type: string "x y", expected u8"#),
+            "invalid type: string \"…\", expected u8"
+        );
+        assert_eq!(
+            redact_quoted("unknown field `flie`"),
+            "unknown field `flie`"
+        );
         assert_eq!(redact_quoted("dangling \"abc"), "dangling \"…");
     }
 }

@@ -58,7 +58,9 @@ impl Class {
     /// The class an error chain was tagged with (the outermost tag); untagged errors are
     /// internal. anyhow's downcast looks through every context layer.
     pub fn of(err: &anyhow::Error) -> Class {
-        err.downcast_ref::<Class>().copied().unwrap_or(Class::Internal)
+        err.downcast_ref::<Class>()
+            .copied()
+            .unwrap_or(Class::Internal)
     }
 }
 
@@ -117,7 +119,7 @@ mod tests {
         assert_eq!(Class::of(&err), Class::Output);
         assert_eq!(format!("{err:#}"), "while publishing: output error: io");
 
-        let retagged = anyhow::Error::from(err).context(Class::Usage);
+        let retagged = err.context(Class::Usage);
         assert_eq!(Class::of(&retagged), Class::Usage);
     }
 }

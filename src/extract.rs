@@ -107,7 +107,10 @@ mod tests {
             (format!("not json {sentinel}"), member("a")),
             (format!(r#"["{sentinel}"]"#), member("a")),
             (format!(r#"{{"a":"{sentinel}""#), member("a")),
-            (format!(r#"{{"a":"{sentinel}"}}"#), JsonKey::Pointer("/a/b".to_owned())),
+            (
+                format!(r#"{{"a":"{sentinel}"}}"#),
+                JsonKey::Pointer("/a/b".to_owned()),
+            ),
         ];
         for (text, key) in cases {
             let err = select(&secret(&text), &key).unwrap_err();

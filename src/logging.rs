@@ -9,17 +9,27 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-const DEFAULT_FILTER: &str = "warn,secret_sidecar=info";
+/// aws-config is silenced unless asked for: its credential-chain messages print errors
+/// with `Debug`, which can include a raw HTTP response. The run logs its own identity line
+/// and Display-only error chains instead.
+const DEFAULT_FILTER: &str = "warn,secret_sidecar=info,aws_config=off";
 
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
     // A second initialisation (never expected) keeps the first subscriber.
     let _ = match format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
     };
 }

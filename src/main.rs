@@ -33,7 +33,10 @@ fn main() -> ExitCode {
         let location = info
             .location()
             .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
-        tracing::error!(exit_code = Class::Internal.code(), "internal error: panic at {location}; please report it");
+        tracing::error!(
+            exit_code = Class::Internal.code(),
+            "internal error: panic at {location}; please report it"
+        );
     }));
 
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {

@@ -61,7 +61,8 @@ impl Plan {
         let mut items = Vec::new();
         for arg in &cli.secrets {
             let (file, reference) = split_file(arg);
-            let reference = SecretRef::parse(reference).with_context(|| format!("--secret {arg}"))?;
+            let reference =
+                SecretRef::parse(reference).with_context(|| format!("--secret {arg}"))?;
             items.push(item(reference, file.map(str::to_owned), mode, owner)?);
         }
         if let Some(path) = &cli.config {
@@ -115,7 +116,12 @@ pub fn split_file(arg: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn item(reference: SecretRef, file: Option<String>, mode: u32, owner: Option<Owner>) -> Result<Item> {
+fn item(
+    reference: SecretRef,
+    file: Option<String>,
+    mode: u32,
+    owner: Option<Owner>,
+) -> Result<Item> {
     let file = file.unwrap_or_else(|| reference.default_file_name());
     validate_file(&file).with_context(|| format!("file name '{}'", file.escape_debug()))?;
     Ok(Item {
@@ -134,7 +140,12 @@ fn config_item(entry: SecretEntry, mode: u32, owner: Option<Owner>) -> Result<It
         }
         reference.key = Some(JsonKey::parse(&key)?);
     }
-    let mode = entry.mode.as_deref().map(parse_mode).transpose()?.unwrap_or(mode);
+    let mode = entry
+        .mode
+        .as_deref()
+        .map(parse_mode)
+        .transpose()?
+        .unwrap_or(mode);
     let owner = match entry.owner.as_deref() {
         Some(text) => Some(parse_owner(text)?),
         None => owner,
@@ -169,7 +180,10 @@ pub fn validate_file(path: &str) -> Result<()> {
             bail!("has a component starting with '..', which is reserved for the publisher");
         }
         if component.len() > MAX_COMPONENT_BYTES {
-            bail!("has a component of {} bytes; the limit is {MAX_COMPONENT_BYTES}", component.len());
+            bail!(
+                "has a component of {} bytes; the limit is {MAX_COMPONENT_BYTES}",
+                component.len()
+            );
         }
     }
     Ok(())
@@ -251,22 +265,36 @@ mod tests {
     }
 
     fn build(args: &[&str], env: &[(&str, &str)]) -> Result<Plan> {
-        let env: HashMap<String, String> =
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Plan::build_inner(&cli(args), &|name| env.get(name).cloned())
     }
 
     #[test]
     fn splits_file_from_reference() {
-        assert_eq!(split_file("db=aws://prod/db"), (Some("db"), "aws://prod/db"));
+        assert_eq!(
+            split_file("db=aws://prod/db"),
+            (Some("db"), "aws://prod/db")
+        );
         assert_eq!(split_file("a=b=aws://x"), (Some("a=b"), "aws://x"));
-        assert_eq!(split_file("aws://x?version-id=1"), (None, "aws://x?version-id=1"));
+        assert_eq!(
+            split_file("aws://x?version-id=1"),
+            (None, "aws://x?version-id=1")
+        );
         assert_eq!(split_file("noscheme"), (None, "noscheme"));
     }
 
     #[test]
     fn path_validation_table() {
-        for ok in ["db", "tls/cert.pem", ".env", "a..b", "x".repeat(255).as_str()] {
+        for ok in [
+            "db",
+            "tls/cert.pem",
+            ".env",
+            "a..b",
+            "x".repeat(255).as_str(),
+        ] {
             assert!(validate_file(ok).is_ok(), "{ok} should be accepted");
         }
         let long_path = vec!["x"; 2049].join("/");
@@ -293,10 +321,50 @@ mod tests {
 
     #[test]
     fn collisions_are_usage_errors() {
-        assert!(build(&["--output-dir=/o", "--secret=a=aws://x", "--secret=A=aws://y"], &[]).is_err());
-        assert!(build(&["--output-dir=/o", "--secret=a=aws://x", "--secret=a/b=aws://y"], &[]).is_err());
-        assert!(build(&["--output-dir=/o", "--secret=aws://p/x", "--secret=p_x=aws://y"], &[]).is_err());
-        assert!(build(&["--output-dir=/o", "--secret=a=aws://x", "--secret=ab=aws://y"], &[]).is_ok());
+        assert!(
+            build(
+                &[
+                    "--output-dir=/o",
+                    "--secret=a=aws://x",
+                    "--secret=A=aws://y"
+                ],
+                &[]
+            )
+            .is_err()
+        );
+        assert!(
+            build(
+                &[
+                    "--output-dir=/o",
+                    "--secret=a=aws://x",
+                    "--secret=a/b=aws://y"
+                ],
+                &[]
+            )
+            .is_err()
+        );
+        assert!(
+            build(
+                &[
+                    "--output-dir=/o",
+                    "--secret=aws://p/x",
+                    "--secret=p_x=aws://y"
+                ],
+                &[]
+            )
+            .is_err()
+        );
+        assert!(
+            build(
+                &[
+                    "--output-dir=/o",
+                    "--secret=a=aws://x",
+                    "--secret=ab=aws://y"
+                ],
+                &[]
+            )
+            .is_ok()
+        );
     }
 
     #[test]
@@ -304,14 +372,21 @@ mod tests {
         let plan = build(&[], &[("SECRET_NAME", "prod/db"), ("MOUNT_NAME", "creds")]).unwrap();
         assert_eq!(plan.output_dir, PathBuf::from("/tmp"));
         assert_eq!(plan.items[0].file, "creds");
-        assert_eq!(plan.items[0].reference.text, "aws://prod/db?version-stage=AWSCURRENT");
+        assert_eq!(
+            plan.items[0].reference.text,
+            "aws://prod/db?version-stage=AWSCURRENT"
+        );
 
         let plan = build(&["--output-dir=/shm"], &[("SECRET_NAME", "db")]).unwrap();
         assert_eq!(plan.output_dir, PathBuf::from("/shm"));
         assert_eq!(plan.items[0].file, "secret");
 
         // Explicit secrets win over the legacy variables.
-        let plan = build(&["--output-dir=/o", "--secret=aws://x"], &[("SECRET_NAME", "db")]).unwrap();
+        let plan = build(
+            &["--output-dir=/o", "--secret=aws://x"],
+            &[("SECRET_NAME", "db")],
+        )
+        .unwrap();
         assert_eq!(plan.items.len(), 1);
         assert_eq!(plan.items[0].file, "x");
     }
@@ -330,13 +405,40 @@ mod tests {
         assert!(parse_mode("4755").is_err());
         assert!(parse_mode("0999").is_err());
         assert!(parse_mode("rw").is_err());
-        assert_eq!(parse_owner("1000").unwrap(), Owner { uid: 1000, gid: None });
-        assert_eq!(parse_owner("1:2").unwrap(), Owner { uid: 1, gid: Some(2) });
+        assert_eq!(
+            parse_owner("1000").unwrap(),
+            Owner {
+                uid: 1000,
+                gid: None
+            }
+        );
+        assert_eq!(
+            parse_owner("1:2").unwrap(),
+            Owner {
+                uid: 1,
+                gid: Some(2)
+            }
+        );
         assert!(parse_owner("app").is_err());
         assert!(parse_owner("1:").is_err());
 
-        let plan = build(&["--output-dir=/o", "--mode=0400", "--owner=7:8", "--secret=aws://x"], &[]).unwrap();
+        let plan = build(
+            &[
+                "--output-dir=/o",
+                "--mode=0400",
+                "--owner=7:8",
+                "--secret=aws://x",
+            ],
+            &[],
+        )
+        .unwrap();
         assert_eq!(plan.items[0].mode, 0o400);
-        assert_eq!(plan.items[0].owner, Some(Owner { uid: 7, gid: Some(8) }));
+        assert_eq!(
+            plan.items[0].owner,
+            Some(Owner {
+                uid: 7,
+                gid: Some(8)
+            })
+        );
     }
 }

@@ -149,13 +149,18 @@ impl OutputDir {
             Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err).context("reading ..data"),
             Ok(meta) if !meta.file_type().is_symlink() => {
-                bail!("..data exists and is not a link; this directory was not made by secret-sidecar")
+                bail!(
+                    "..data exists and is not a link; this directory was not made by secret-sidecar"
+                )
             }
             Ok(_) => {
                 let target = fs::read_link(&link).context("reading ..data")?;
                 let name = target.to_str().unwrap_or_default();
                 if !name.starts_with(STAGING_PREFIX) || name.contains('/') {
-                    bail!("..data points at {}, which secret-sidecar did not create", target.display());
+                    bail!(
+                        "..data points at {}, which secret-sidecar did not create",
+                        target.display()
+                    );
                 }
                 Ok(Some(name.to_owned()))
             }
@@ -199,7 +204,9 @@ impl OutputDir {
     }
 
     fn create_staging(&self) -> Result<String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         for attempt in 0..100u32 {
             let name = format!(
                 "{STAGING_PREFIX}{}.{:09}.{}.{attempt}",
@@ -228,7 +235,8 @@ impl OutputDir {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if !keep.contains(name) && !name.starts_with("..") && is_our_link(&entry.path(), name) {
-                fs::remove_file(entry.path()).with_context(|| format!("removing the old link {name}"))?;
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("removing the old link {name}"))?;
             }
         }
         Ok(())
@@ -267,14 +275,17 @@ fn is_our_link(path: &Path, name: &str) -> bool {
 
 /// Creates the directories between `root` and `dir`, each with [`DIR_MODE`].
 fn create_dirs(root: &Path, dir: &Path, made: &mut BTreeSet<PathBuf>) -> Result<()> {
-    let relative = dir.strip_prefix(root).context("path escapes the staging directory")?;
+    let relative = dir
+        .strip_prefix(root)
+        .context("path escapes the staging directory")?;
     let mut current = root.to_path_buf();
     for component in relative.components() {
         current.push(component);
         if made.contains(&current) {
             continue;
         }
-        fs::create_dir(&current).with_context(|| format!("creating directory {}", current.display()))?;
+        fs::create_dir(&current)
+            .with_context(|| format!("creating directory {}", current.display()))?;
         fs::set_permissions(&current, fs::Permissions::from_mode(DIR_MODE))?;
         made.insert(current.clone());
     }
@@ -290,8 +301,13 @@ fn write_file(path: &Path, file: &OutputFile<'_>) -> Result<()> {
         .open(path)?;
     handle.write_all(file.value.expose())?;
     if let Some(owner) = file.owner {
-        std::os::unix::fs::fchown(&handle, Some(owner.uid), owner.gid)
-            .with_context(|| format!("chown to {}:{}", owner.uid, owner.gid.map_or("-".into(), |g| g.to_string())))?;
+        std::os::unix::fs::fchown(&handle, Some(owner.uid), owner.gid).with_context(|| {
+            format!(
+                "chown to {}:{}",
+                owner.uid,
+                owner.gid.map_or("-".into(), |g| g.to_string())
+            )
+        })?;
     }
     // After chown, which clears setuid-style bits, and regardless of the umask.
     handle.set_permissions(fs::Permissions::from_mode(file.mode))?;
@@ -314,7 +330,10 @@ mod tests {
 
     impl Scratch {
         fn new(tag: &str) -> Scratch {
-            let path = PathBuf::from(format!("/dev/shm/secret-sidecar-unit-{tag}-{}", std::process::id()));
+            let path = PathBuf::from(format!(
+                "/dev/shm/secret-sidecar-unit-{tag}-{}",
+                std::process::id()
+            ));
             let _ = fs::remove_dir_all(&path);
             fs::create_dir_all(&path).unwrap();
             Scratch(path)
@@ -335,12 +354,19 @@ mod tests {
     }
 
     fn publish(dir: &OutputDir, files: &[(&str, &str)]) -> Result<()> {
-        let values: Vec<SecretValue> =
-            files.iter().map(|(_, v)| SecretValue::from_string(v.to_string())).collect();
+        let values: Vec<SecretValue> = files
+            .iter()
+            .map(|(_, v)| SecretValue::from_string(v.to_string()))
+            .collect();
         let outputs: Vec<OutputFile<'_>> = files
             .iter()
             .zip(&values)
-            .map(|((path, _), value)| OutputFile { path, value, mode: 0o440, owner: None })
+            .map(|((path, _), value)| OutputFile {
+                path,
+                value,
+                mode: 0o440,
+                owner: None,
+            })
             .collect();
         dir.publish(&outputs)
     }
@@ -359,7 +385,10 @@ mod tests {
         assert_eq!(fs::read_to_string(scratch.0.join("b")).unwrap(), "4");
         let listed = names(&scratch.0);
         assert!(!listed.contains("tls"), "old link left behind: {listed:?}");
-        assert!(!scratch.0.join(first).exists(), "old staging directory left behind");
+        assert!(
+            !scratch.0.join(first).exists(),
+            "old staging directory left behind"
+        );
         assert_eq!(listed.len(), 4, "{listed:?}"); // a, b, ..data, one staging dir
     }
 
@@ -397,7 +426,10 @@ mod tests {
         let dir = OutputDir::open(&scratch.0, false).unwrap();
         publish(&dir, &[("a", "1")]).unwrap();
         let listed = names(&scratch.0);
-        assert!(!listed.contains("..sidecar.1.2.3.0") && !listed.contains(DATA_LINK_TMP), "{listed:?}");
+        assert!(
+            !listed.contains("..sidecar.1.2.3.0") && !listed.contains(DATA_LINK_TMP),
+            "{listed:?}"
+        );
     }
 
     #[test]
@@ -409,8 +441,15 @@ mod tests {
         fs::write(scratch.0.join("file"), "").unwrap();
         assert!(OutputDir::open(&scratch.0.join("file"), true).is_err());
         let err = OutputDir::open(Path::new(env!("CARGO_MANIFEST_DIR")), false).err();
-        if rustix::fs::statfs(env!("CARGO_MANIFEST_DIR")).unwrap().f_type as i64 != TMPFS_MAGIC {
-            assert_eq!(Class::of(&err.expect("non-tmpfs must be refused")), Class::Output);
+        if rustix::fs::statfs(env!("CARGO_MANIFEST_DIR"))
+            .unwrap()
+            .f_type as i64
+            != TMPFS_MAGIC
+        {
+            assert_eq!(
+                Class::of(&err.expect("non-tmpfs must be refused")),
+                Class::Output
+            );
         }
         assert!(OutputDir::open(Path::new(env!("CARGO_MANIFEST_DIR")), true).is_ok());
     }

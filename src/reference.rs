@@ -187,7 +187,10 @@ mod tests {
         let r = SecretRef::parse("aws://prod/db?version-stage=AWSPREVIOUS#password").unwrap();
         assert_eq!(r.key, Some(JsonKey::Member("password".into())));
         assert_eq!(r.default_file_name(), "prod_db_password");
-        assert_eq!(r.to_string(), "aws://prod/db?version-stage=AWSPREVIOUS#password");
+        assert_eq!(
+            r.to_string(),
+            "aws://prod/db?version-stage=AWSPREVIOUS#password"
+        );
     }
 
     #[test]

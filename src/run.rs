@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use futures_util::stream::{self, StreamExt};
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use crate::cli::Cli;
 use crate::exit::Class;
@@ -108,6 +108,14 @@ async fn fetch_all<'p>(
             async move {
                 let started = Instant::now();
                 let result = providers.fetch(target).await;
+                if let Ok(fetched) = &result {
+                    debug!(
+                        target = ?target,
+                        version = %fetched.version.as_deref().unwrap_or("-"),
+                        ms = started.elapsed().as_millis() as u64,
+                        "fetched"
+                    );
+                }
                 (*target, result.map(|fetched| (fetched, started.elapsed())))
             }
         })

@@ -24,16 +24,16 @@ use anyhow::{Context, Result, anyhow, bail};
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, Region, RuntimeComponents};
-use aws_sdk_secretsmanager::error::{
-    BoxError, DisplayErrorContext, ProvideErrorMetadata, SdkError,
-};
+use aws_sdk_secretsmanager::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
+use tracing::info;
 
-use super::{Fetched, Provider, Settings};
+use super::{Fetched, Provider, Settings, error_chain};
 use crate::exit::Class;
 use crate::reference::Params;
 use crate::secret::SecretValue;
@@ -104,11 +104,18 @@ impl AwsTarget {
 fn parse_arn_region(arn: &str) -> Result<String> {
     let parts: Vec<&str> = arn.splitn(7, ':').collect();
     match parts.as_slice() {
-        ["arn", partition, "secretsmanager", region, account, "secret", name]
-            if !partition.is_empty()
-                && !region.is_empty()
-                && !account.is_empty()
-                && !name.is_empty() =>
+        [
+            "arn",
+            partition,
+            "secretsmanager",
+            region,
+            account,
+            "secret",
+            name,
+        ] if !partition.is_empty()
+            && !region.is_empty()
+            && !account.is_empty()
+            && !name.is_empty() =>
         {
             Ok((*region).to_owned())
         }
@@ -122,13 +129,18 @@ fn parse_arn_region(arn: &str) -> Result<String> {
 /// Secrets Manager names are 1–512 characters of `[A-Za-z0-9/_+=.@-]`.
 fn validate_name(name: &str) -> Result<()> {
     if name.len() > 512 {
-        bail!("secret name is {} characters; Secrets Manager allows 512", name.len());
+        bail!(
+            "secret name is {} characters; Secrets Manager allows 512",
+            name.len()
+        );
     }
     if let Some(bad) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
     {
-        bail!("secret name '{name}' has {bad:?}; Secrets Manager names use A-Z a-z 0-9 / _ + = . @ -");
+        bail!(
+            "secret name '{name}' has {bad:?}; Secrets Manager names use A-Z a-z 0-9 / _ + = . @ -"
+        );
     }
     Ok(())
 }
@@ -157,13 +169,37 @@ impl Provider for Aws {
         let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
             .iter()
             .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
-        if !env_region && targets.iter().all(|t| t.region.is_some()) {
-            if let Some(region) = targets.iter().find_map(|t| t.region.clone()) {
-                loader = loader.region(Region::new(region));
-            }
+        if !env_region
+            && targets.iter().all(|t| t.region.is_some())
+            && let Some(region) = targets.iter().find_map(|t| t.region.clone())
+        {
+            loader = loader.region(Region::new(region));
         }
         let shared = loader.load().await;
         let default_region = shared.region().map(|r| r.to_string());
+
+        // Resolve the identity once for every regional client: one STS exchange per run,
+        // and an identity failure is reported as such before any secret is requested.
+        let credentials = shared
+            .credentials_provider()
+            .ok_or_else(|| anyhow!("no AWS credentials provider is configured"))
+            .context(Class::Auth)?
+            .provide_credentials()
+            .await
+            .map_err(|err| {
+                let class = credentials_class(&err).unwrap_or(Class::Auth);
+                anyhow!(error_chain(&err))
+                    .context(format!("loading AWS credentials{}", identity_hint()))
+                    .context(class)
+            })?;
+        info!(
+            source = %credential_source(&credentials),
+            expires_in_s = credentials
+                .expiry()
+                .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+                .map(|left| left.as_secs()),
+            "AWS identity loaded"
+        );
 
         let mut clients = HashMap::new();
         for target in targets {
@@ -180,6 +216,7 @@ impl Provider for Aws {
             clients.entry(region.clone()).or_insert_with(|| {
                 let config = aws_sdk_secretsmanager::config::Builder::from(&shared)
                     .region(Region::new(region))
+                    .credentials_provider(credentials.clone())
                     .interceptor(UserAgentSuffix)
                     .build();
                 Client::from_conf(config)
@@ -211,8 +248,10 @@ impl Provider for Aws {
             (Some(text), _) => SecretValue::from_string(text),
             (None, Some(blob)) => SecretValue::new(blob.into_inner()),
             (None, None) => {
-                return Err(anyhow!("the response has neither SecretString nor SecretBinary"))
-                    .context(Class::BadData);
+                return Err(anyhow!(
+                    "the response has neither SecretString nor SecretBinary"
+                ))
+                .context(Class::BadData);
             }
         };
         Ok(Fetched { value, version })
@@ -220,10 +259,12 @@ impl Provider for Aws {
 }
 
 /// Tags an SDK error with the exit class an operator needs, keeping the SDK's own
-/// message and cause chain (which never contain the secret value).
+/// messages (see [`error_chain`] for why never its `Debug`).
 fn classify(err: SdkError<GetSecretValueError>) -> anyhow::Error {
     let class = match &err {
-        SdkError::ServiceError(service) => classify_service(service.err(), service.raw().status().as_u16()),
+        SdkError::ServiceError(service) => {
+            classify_service(service.err(), service.raw().status().as_u16())
+        }
         SdkError::TimeoutError(_) => Class::Transient,
         SdkError::ResponseError(_) => Class::Transient,
         SdkError::DispatchFailure(failure) => match credentials_class(&err) {
@@ -234,7 +275,7 @@ fn classify(err: SdkError<GetSecretValueError>) -> anyhow::Error {
         SdkError::ConstructionFailure(_) => credentials_class(&err).unwrap_or(Class::Internal),
         _ => Class::Internal,
     };
-    anyhow!("{}", DisplayErrorContext(&err)).context(class)
+    anyhow!(error_chain(&err)).context(class)
 }
 
 fn classify_service(err: &GetSecretValueError, status: u16) -> Class {
@@ -274,6 +315,53 @@ fn classify_service(err: &GetSecretValueError, status: u16) -> Class {
     }
 }
 
+/// The name of the credential-chain link that produced `credentials` (`Environment`,
+/// `Profile`, `WebIdentityToken`, `EcsContainer`, `Ec2InstanceMetadata`, ...).
+///
+/// `Credentials` keeps the name private and shows it only in its `Debug` output, which
+/// redacts the secret key; the string is read here and dropped, never logged whole.
+fn credential_source(credentials: &aws_credential_types::Credentials) -> String {
+    let debug = format!("{credentials:?}");
+    debug
+        .split_once("provider_name: \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(name, _)| name.to_owned())
+        .filter(|name| {
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Names the identity inputs the environment provides (never their contents), so an
+/// operator sees at once which source failed.
+fn identity_hint() -> String {
+    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let mut inputs = Vec::new();
+    if var("AWS_ACCESS_KEY_ID").is_some() {
+        inputs.push("static keys in AWS_ACCESS_KEY_ID".to_owned());
+    }
+    if let Some(file) = var("AWS_WEB_IDENTITY_TOKEN_FILE") {
+        let role = var("AWS_ROLE_ARN").unwrap_or_else(|| "<AWS_ROLE_ARN unset>".to_owned());
+        inputs.push(format!("web identity token file {file} for role {role}"));
+    }
+    if let Some(uri) = var("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
+        inputs.push(format!("container credentials at {uri}"));
+    }
+    if var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some() {
+        inputs.push("the ECS task role".to_owned());
+    }
+    if let Some(profile) = var("AWS_PROFILE") {
+        inputs.push(format!("profile {profile}"));
+    }
+    match inputs.is_empty() {
+        true => {
+            " (no credentials in the environment; tried profiles and instance metadata)".to_owned()
+        }
+        false => format!(" (from {})", inputs.join(", ")),
+    }
+}
+
 /// Credential failures surface inside dispatch or construction errors. A provider that
 /// could not reach its endpoint is transient; anything else is an identity failure.
 fn credentials_class(err: &(dyn StdError + 'static)) -> Option<Class> {
@@ -285,14 +373,12 @@ fn credentials_class(err: &(dyn StdError + 'static)) -> Option<Class> {
                 CredentialsError::ProviderTimedOut(_) => Class::Transient,
                 _ => Class::Auth,
             });
-        } else if found.is_some() {
-            if let Some(connector) =
+        } else if found.is_some()
+            && let Some(connector) =
                 current.downcast_ref::<aws_sdk_secretsmanager::error::ConnectorError>()
-            {
-                if connector.is_io() || connector.is_timeout() {
-                    return Some(Class::Transient);
-                }
-            }
+            && (connector.is_io() || connector.is_timeout())
+        {
+            return Some(Class::Transient);
         }
         cause = current.source();
     }
@@ -356,6 +442,18 @@ mod tests {
     }
 
     #[test]
+    fn credential_source_is_read_from_the_redacting_debug() {
+        let credentials = aws_credential_types::Credentials::new(
+            "AKID",
+            "hunter2",
+            None,
+            None,
+            "WebIdentityToken",
+        );
+        assert_eq!(credential_source(&credentials), "WebIdentityToken");
+    }
+
+    #[test]
     fn service_errors_map_to_exit_classes() {
         use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
         let not_found = GetSecretValueError::ResourceNotFoundException(
@@ -365,13 +463,27 @@ mod tests {
 
         let generic = |code: &str| {
             GetSecretValueError::generic(
-                aws_sdk_secretsmanager::error::ErrorMetadata::builder().code(code).build(),
+                aws_sdk_secretsmanager::error::ErrorMetadata::builder()
+                    .code(code)
+                    .build(),
             )
         };
-        assert_eq!(classify_service(&generic("AccessDeniedException"), 400), Class::NotFound);
-        assert_eq!(classify_service(&generic("UnrecognizedClientException"), 400), Class::Auth);
-        assert_eq!(classify_service(&generic("ThrottlingException"), 400), Class::Transient);
-        assert_eq!(classify_service(&generic("Whatever"), 503), Class::Transient);
+        assert_eq!(
+            classify_service(&generic("AccessDeniedException"), 400),
+            Class::NotFound
+        );
+        assert_eq!(
+            classify_service(&generic("UnrecognizedClientException"), 400),
+            Class::Auth
+        );
+        assert_eq!(
+            classify_service(&generic("ThrottlingException"), 400),
+            Class::Transient
+        );
+        assert_eq!(
+            classify_service(&generic("Whatever"), 503),
+            Class::Transient
+        );
         assert_eq!(classify_service(&generic("Whatever"), 400), Class::Internal);
     }
 }

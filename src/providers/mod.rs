@@ -75,6 +75,22 @@ impl Target {
     }
 }
 
+/// An SDK error as one line: each cause's `Display`, joined by `: `, with repeats
+/// dropped. Never `Debug`: SDK errors keep the raw HTTP response, whose body may hold a
+/// secret or credentials when a successful response fails to parse.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !text.is_empty() && !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        cause = current.source();
+    }
+    parts.join(": ")
+}
+
 /// The connected clients for one run: one per provider that the run uses.
 #[derive(Default)]
 pub struct Providers {
@@ -114,5 +130,37 @@ impl Providers {
                     .context(Class::Internal),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_uses_display_only_and_drops_repeats() {
+        let err = Layer(
+            "service error",
+            Some(Box::new(Layer(
+                "NotFound: gone",
+                Some(Box::new(Layer("NotFound: gone", None))),
+            ))),
+        );
+        assert_eq!(error_chain(&err), "service error: NotFound: gone");
     }
 }

@@ -1,0 +1,450 @@
+//! The AWS provider end to end: the real binary against a real LocalStack.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use support::{SENTINEL, Scratch, Seeder, Sidecar, unique};
+
+fn sidecar(out: &Scratch) -> Sidecar {
+    Sidecar::new().arg("--output-dir").arg(&out.path)
+}
+
+#[test]
+fn string_secret_is_published_byte_exact_with_default_mode() {
+    let mut seed = Seeder::new();
+    let name = unique("string");
+    let value = "line one\nline two with trailing spaces  \n\u{00e9}\t\"quoted\"";
+    let (_, version) = seed.string(&name, value);
+    let out = Scratch::tmpfs("string");
+
+    let run = sidecar(&out)
+        .arg("--secret")
+        .arg(format!("app.conf=aws://{name}"))
+        .run_with_umask("0000");
+    run.expect_code(0)
+        .expect_stderr("published")
+        .expect_stderr(&format!("reference=aws://{name}"))
+        .expect_stderr(&format!("version={version}"))
+        .expect_stderr(&format!("bytes={}", value.len()))
+        .expect_stderr("AWS identity loaded source=EnvironmentVariable");
+    assert!(
+        run.stdout.is_empty(),
+        "stdout must stay empty: {}",
+        run.stdout
+    );
+    assert_eq!(out.read("app.conf"), value.as_bytes());
+    assert_eq!(
+        out.mode("app.conf"),
+        0o440,
+        "umask 000 must not widen the mode"
+    );
+    assert_eq!(out.visible(), ["app.conf"]);
+}
+
+#[test]
+fn binary_secret_is_published_byte_exact() {
+    let mut seed = Seeder::new();
+    let name = unique("binary");
+    let value: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe, b'\n']).collect();
+    seed.binary(&name, &value);
+    let out = Scratch::tmpfs("binary");
+
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("keystore.p12=aws://{name}"))
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("keystore.p12"), value);
+}
+
+#[test]
+fn json_keys_are_extracted_and_one_secret_is_fetched_once() {
+    let mut seed = Seeder::new();
+    let name = unique("json");
+    seed.string(
+        &name,
+        r#"{"username":"app","password":"pa$$ \"w0rd\"\n","db":{"port":"5432"}}"#,
+    );
+    let out = Scratch::tmpfs("json");
+
+    let run = sidecar(&out)
+        .env("RUST_LOG", "secret_sidecar=debug")
+        .arg("--secret")
+        .arg(format!("user=aws://{name}#username"))
+        .arg("--secret")
+        .arg(format!("aws://{name}#password"))
+        .arg("--secret")
+        .arg(format!("port=aws://{name}#/db/port"))
+        .run();
+    run.expect_code(0);
+    assert_eq!(out.read("user"), b"app");
+    let derived = format!("{}_password", name.replace('/', "_"));
+    assert_eq!(out.read(&derived), b"pa$$ \"w0rd\"\n");
+    assert_eq!(out.read("port"), b"5432");
+    assert_eq!(
+        run.stderr.matches(" published reference=").count(),
+        3,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.matches(" fetched ").count(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn bad_json_key_exits_7_and_publishes_nothing() {
+    let mut seed = Seeder::new();
+    let name = unique("badkey");
+    seed.string(
+        &name,
+        &format!(r#"{{"password":"{SENTINEL}","port":5432}}"#),
+    );
+    let plain = unique("plain");
+    seed.string(&plain, SENTINEL);
+    let out = Scratch::tmpfs("badkey");
+
+    for reference in [
+        format!("aws://{name}#missing"),
+        format!("aws://{name}#port"),
+        format!("aws://{plain}#password"),
+    ] {
+        sidecar(&out)
+            .arg("--secret")
+            .arg(format!("ok=aws://{name}#password"))
+            .arg("--secret")
+            .arg(format!("bad={reference}"))
+            .run()
+            .expect_code(7)
+            .expect_stderr("bad secret data")
+            .expect_no_leak(SENTINEL.as_bytes());
+        out.expect_empty();
+    }
+}
+
+#[test]
+fn version_stage_and_version_id_select_versions() {
+    let mut seed = Seeder::new();
+    let name = unique("versions");
+    let (_, first) = seed.string(&name, "v1");
+    let second = seed.put(&name, "v2");
+    let out = Scratch::tmpfs("versions");
+
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("current=aws://{name}"))
+        .arg("--secret")
+        .arg(format!("previous=aws://{name}?version-stage=AWSPREVIOUS"))
+        .arg("--secret")
+        .arg(format!("first=aws://{name}?version-id={first}"))
+        .arg("--secret")
+        .arg(format!("second=aws://{name}?version-id={second}"))
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("current"), b"v2");
+    assert_eq!(out.read("previous"), b"v1");
+    assert_eq!(out.read("first"), b"v1");
+    assert_eq!(out.read("second"), b"v2");
+}
+
+#[test]
+fn arn_region_wins_over_the_environment() {
+    let mut seed = Seeder::new();
+    let name = unique("arn");
+    let (arn, _) = seed.string_in("eu-west-1", &name, "from eu-west-1");
+    assert!(arn.contains(":eu-west-1:"), "{arn}");
+    let out = Scratch::tmpfs("arn");
+
+    // AWS_REGION says us-east-1, where no such secret exists; the ARN says eu-west-1.
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("aws://{arn}"))
+        .run()
+        .expect_code(0);
+    let derived = name.replace('/', "_");
+    assert_eq!(out.read(&derived), b"from eu-west-1");
+
+    // Without the ARN the environment's region is used, and the secret is not there.
+    let other = Scratch::tmpfs("arn-name");
+    sidecar(&other)
+        .arg("--secret")
+        .arg(format!("aws://{name}"))
+        .run()
+        .expect_code(4);
+
+    // With no region in the environment at all, the ARN alone is enough.
+    sidecar(&other)
+        .env_remove("AWS_REGION")
+        .arg("--secret")
+        .arg(format!("aws://{arn}"))
+        .run()
+        .expect_code(0);
+}
+
+#[test]
+fn missing_secret_exits_4_and_leaves_the_directory_empty() {
+    let mut seed = Seeder::new();
+    let present = unique("present");
+    seed.string(&present, "here");
+    let absent = unique("absent");
+    let out = Scratch::tmpfs("notfound");
+
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("a=aws://{present}"))
+        .arg("--secret")
+        .arg(format!("b=aws://{absent}"))
+        .run()
+        .expect_code(4)
+        .expect_stderr("secret not found or access denied")
+        .expect_stderr(&format!("aws://{absent}"))
+        .expect_stderr("ResourceNotFoundException");
+    out.expect_empty();
+}
+
+#[test]
+fn a_failed_rerun_keeps_the_previous_set_whole() {
+    let mut seed = Seeder::new();
+    let name = unique("rerun");
+    seed.string(&name, "first");
+    let out = Scratch::tmpfs("rerun");
+
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("a=aws://{name}"))
+        .run()
+        .expect_code(0);
+    let before = out.listing();
+
+    seed.put(&name, "second");
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("a=aws://{name}"))
+        .arg("--secret")
+        .arg(format!("b=aws://{}", unique("never-created")))
+        .run()
+        .expect_code(4);
+    assert_eq!(out.listing(), before, "a failed run changed the directory");
+    assert_eq!(out.read("a"), b"first");
+
+    // A successful rerun swaps in the new set and removes the old one completely.
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("renamed=aws://{name}"))
+        .run()
+        .expect_code(0);
+    assert_eq!(out.visible(), ["renamed"]);
+    assert_eq!(out.read("renamed"), b"second");
+    let staging: Vec<_> = out
+        .listing()
+        .into_keys()
+        .filter(|k| k.starts_with("..sidecar.") && !k.contains('/'))
+        .collect();
+    assert_eq!(staging.len(), 1, "{staging:?}");
+}
+
+#[test]
+fn irsa_web_identity_without_static_keys() {
+    let mut seed = Seeder::new();
+    let name = unique("irsa");
+    seed.string(&name, "via sts");
+    let out = Scratch::tmpfs("irsa");
+    let token_dir = Scratch::disk("irsa-token");
+    let token = token_dir.path.join("token");
+    fs::write(
+        &token,
+        support::fake_jwt("system:serviceaccount:default:app"),
+    )
+    .unwrap();
+
+    let irsa = || {
+        sidecar(&out)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env(
+                "AWS_ROLE_ARN",
+                "arn:aws:iam::000000000000:role/secret-reader",
+            )
+            .env("AWS_ROLE_SESSION_NAME", "secret-sidecar-test")
+            .arg("--secret")
+            .arg(format!("s=aws://{name}"))
+    };
+    let run = irsa().env("AWS_WEB_IDENTITY_TOKEN_FILE", &token).run();
+    run.expect_code(0)
+        .expect_stderr("AWS identity loaded source=WebIdentityToken");
+    assert_eq!(out.read("s"), b"via sts");
+
+    // The token file is read when the exchange happens: a missing file is an identity
+    // failure that names the file, and nothing new is published.
+    let before = out.listing();
+    irsa()
+        .env(
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            token_dir.path.join("missing"),
+        )
+        .run()
+        .expect_code(3)
+        .expect_stderr("authentication failed")
+        .expect_stderr("missing");
+    assert_eq!(out.listing(), before);
+}
+
+#[test]
+fn no_credentials_at_all_is_an_identity_failure() {
+    let out = Scratch::tmpfs("nocreds");
+    sidecar(&out)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["--secret", "aws://anything", "--timeout", "20s"])
+        .run()
+        .expect_code(3)
+        .expect_stderr("no credentials in the environment");
+    out.expect_empty();
+}
+
+#[test]
+fn legacy_environment_of_the_original_init_container() {
+    let mut seed = Seeder::new();
+    let name = unique("legacy");
+    seed.string(&name, "legacy value");
+    let out = Scratch::tmpfs("legacy");
+
+    sidecar(&out)
+        .env("SECRET_NAME", &name)
+        .env("MOUNT_NAME", "db-creds")
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db-creds"), b"legacy value");
+
+    // Unlike the original, a failure is loud.
+    let other = Scratch::tmpfs("legacy-missing");
+    sidecar(&other)
+        .env("SECRET_NAME", unique("nope"))
+        .run()
+        .expect_code(4);
+    other.expect_empty();
+}
+
+#[test]
+fn environment_variables_configure_everything() {
+    let mut seed = Seeder::new();
+    let a = unique("env-a");
+    let b = unique("env-b");
+    seed.string(&a, "A");
+    seed.string(&b, r#"{"k":"B"}"#);
+    let out = Scratch::tmpfs("env");
+
+    Sidecar::new()
+        .env("SECRET_SIDECAR_OUTPUT_DIR", &out.path)
+        .env(
+            "SECRET_SIDECAR_SECRET",
+            format!("a=aws://{a},b=aws://{b}#k"),
+        )
+        .env("SECRET_SIDECAR_MODE", "0400")
+        .env("SECRET_SIDECAR_LOG_FORMAT", "json")
+        .run()
+        .expect_code(0)
+        .expect_stderr(r#""message":"published""#);
+    assert_eq!(out.read("a"), b"A");
+    assert_eq!(out.read("b"), b"B");
+    assert_eq!(out.mode("a"), 0o400);
+}
+
+#[test]
+fn config_file_sets_per_secret_file_key_mode_and_owner() {
+    let mut seed = Seeder::new();
+    let name = unique("config");
+    seed.string(&name, r#"{"user":"u","password":"p"}"#);
+    let out = Scratch::tmpfs("config");
+    let dir = Scratch::disk("config-file");
+    let config = dir.path.join("secrets.yaml");
+    fs::write(
+        &config,
+        format!(
+            "secrets:\n  - ref: aws://{name}\n    file: db/user\n    key: user\n  - ref: aws://{name}#password\n    file: db/password\n    mode: \"0400\"\n    owner: \"4321:8765\"\n"
+        ),
+    )
+    .unwrap();
+
+    let as_root = fs::metadata("/proc/self").unwrap().uid() == 0;
+    let run = sidecar(&out)
+        .arg("--config")
+        .arg(&config)
+        .arg("--mode")
+        .arg("0444")
+        .run();
+    if !as_root {
+        // Without CAP_CHOWN the owner cannot be set, and nothing is published.
+        run.expect_code(6);
+        out.expect_empty();
+        return;
+    }
+    run.expect_code(0);
+    assert_eq!(out.visible(), ["db"]);
+    assert_eq!(out.read("db/user"), b"u");
+    assert_eq!(out.read("db/password"), b"p");
+    assert_eq!(out.mode("db/user"), 0o444);
+    assert_eq!(out.mode("db/password"), 0o400);
+    let meta = fs::metadata(out.path.join("db/password")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (4321, 8765));
+}
+
+#[test]
+fn sentinel_never_reaches_any_output_even_at_trace_level() {
+    let mut seed = Seeder::new();
+    let string = unique("leak-string");
+    let json = unique("leak-json");
+    let binary = unique("leak-binary");
+    seed.string(&string, SENTINEL);
+    seed.string(&json, &format!(r#"{{"k":"{SENTINEL}","n":1}}"#));
+    seed.binary(&binary, SENTINEL.as_bytes());
+    let out = Scratch::tmpfs("leak");
+
+    let trace = |sidecar: Sidecar| sidecar.env("RUST_LOG", "trace").run();
+    let run = trace(
+        sidecar(&out)
+            .arg("--secret")
+            .arg(format!("s=aws://{string}"))
+            .arg("--secret")
+            .arg(format!("j=aws://{json}#k"))
+            .arg("--secret")
+            .arg(format!("b=aws://{binary}")),
+    );
+    run.expect_code(0).expect_no_leak(SENTINEL.as_bytes());
+    assert!(
+        run.stderr.len() > 10_000,
+        "trace logging did not happen:\n{}",
+        run.stderr
+    );
+    // The test can fail: the value really went through the process.
+    for file in ["s", "j", "b"] {
+        assert_eq!(out.read(file), SENTINEL.as_bytes());
+    }
+
+    // Failure paths print errors; they must not carry the value either.
+    let failing = Scratch::tmpfs("leak-fail");
+    for key in ["#n", "#missing"] {
+        let run = trace(
+            sidecar(&failing)
+                .arg("--secret")
+                .arg(format!("x=aws://{json}{key}")),
+        );
+        run.expect_code(7).expect_no_leak(SENTINEL.as_bytes());
+    }
+    let run = trace(
+        sidecar(&failing)
+            .arg("--secret")
+            .arg(format!("x=aws://{string}#k")),
+    );
+    run.expect_code(7).expect_no_leak(SENTINEL.as_bytes());
+
+    // Nothing but the intended files holds it: no stray temporary files anywhere.
+    for (path, kind) in out.listing() {
+        if kind.starts_with("file") {
+            assert!(
+                ["s", "j", "b"].iter().any(|f| path.ends_with(f)),
+                "unexpected file {path}"
+            );
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! AWS answers LocalStack cannot be made to give, from a scripted loopback server that
+//! speaks the Secrets Manager JSON protocol.
+
+mod support;
+
+use support::http::{Response, Server};
+use support::{SENTINEL, Scratch, Sidecar};
+
+fn against(server: &Server, out: &Scratch) -> Sidecar {
+    Sidecar::new()
+        .env("AWS_ENDPOINT_URL", &server.url)
+        .arg("--output-dir")
+        .arg(&out.path)
+}
+
+#[test]
+fn requests_carry_the_user_agent_suffix() {
+    let server = Server::start(vec![Response::json(
+        200,
+        r#"{"ARN":"arn:aws:secretsmanager:us-east-1:1:secret:db-AbCdEf","Name":"db","VersionId":"v-1","SecretString":"ok"}"#,
+    )]);
+    let out = Scratch::tmpfs("wire-ua");
+    against(&server, &out)
+        .args(["--secret", "aws://db"])
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db"), b"ok");
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1, "{requests:#?}");
+    let agent = requests[0].header("user-agent").unwrap_or_default();
+    let expected = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
+    assert!(
+        agent.ends_with(expected),
+        "user-agent {agent:?} lacks {expected}"
+    );
+    assert_eq!(
+        requests[0].header("x-amz-target"),
+        Some("secretsmanager.GetSecretValue")
+    );
+    let body = String::from_utf8_lossy(&requests[0].body);
+    assert!(body.contains(r#""SecretId":"db""#), "{body}");
+}
+
+#[test]
+fn an_unexpected_service_answer_is_an_internal_error() {
+    let server = Server::start(vec![
+        Response::json(
+            400,
+            r#"{"__type":"SomethingNobodyDocumentedException","message":"surprise"}"#,
+        )
+        .header("x-amzn-errortype", "SomethingNobodyDocumentedException"),
+    ]);
+    let out = Scratch::tmpfs("wire-internal");
+    against(&server, &out)
+        .args(["--secret", "aws://db"])
+        .run()
+        .expect_code(1)
+        .expect_stderr("SomethingNobodyDocumentedException");
+    out.expect_empty();
+}
+
+#[test]
+fn access_denied_and_throttling_are_classified() {
+    let denied = Server::start(vec![Response::json(
+        400,
+        r#"{"__type":"AccessDeniedException","Message":"not allowed"}"#,
+    )]);
+    let out = Scratch::tmpfs("wire-denied");
+    against(&denied, &out)
+        .args(["--secret", "aws://db"])
+        .run()
+        .expect_code(4);
+
+    // Throttled on every attempt: retried, then reported as transient.
+    let throttled = Server::start(vec![Response::json(
+        400,
+        r#"{"__type":"ThrottlingException","Message":"slow down"}"#,
+    )]);
+    against(&throttled, &out)
+        .args(["--secret", "aws://db", "--timeout", "30s"])
+        .run()
+        .expect_code(5);
+    assert_eq!(
+        throttled.requests().len(),
+        3,
+        "standard retry policy makes 3 attempts"
+    );
+
+    // Throttled once, then served: the retry succeeds.
+    let recovers = Server::start(vec![
+        Response::json(
+            400,
+            r#"{"__type":"ThrottlingException","Message":"slow down"}"#,
+        ),
+        Response::json(
+            200,
+            r#"{"Name":"db","VersionId":"v-2","SecretString":"after retry"}"#,
+        ),
+    ]);
+    against(&recovers, &out)
+        .args(["--secret", "aws://db"])
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db"), b"after retry");
+    assert_eq!(recovers.requests().len(), 2);
+}
+
+#[test]
+fn a_malformed_success_response_never_echoes_its_body() {
+    // A 200 whose body holds the value but does not parse: the SDK keeps the raw response
+    // in its error, so printing that error with Debug would leak the value.
+    let server = Server::start(vec![Response::json(
+        200,
+        format!(r#"{{"Name":"db","VersionId":7,"SecretString":"{SENTINEL}""#),
+    )]);
+    let out = Scratch::tmpfs("wire-malformed");
+    for log in ["info", "trace"] {
+        let run = against(&server, &out)
+            .env("RUST_LOG", log)
+            .args(["--secret", "aws://db"])
+            .run();
+        assert_ne!(run.code, 0, "{}", run.stderr);
+        run.expect_no_leak(SENTINEL.as_bytes());
+    }
+    out.expect_empty();
+}

@@ -1,0 +1,430 @@
+//! Shared test support: run the real binary, seed LocalStack, make scratch directories,
+//! and scan output for leaked secrets.
+//!
+//! LocalStack must be running; `scripts/test.sh` (the README's test command) installs and
+//! starts it. `LOCALSTACK_ENDPOINT` points the tests at another instance.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_secretsmanager::primitives::Blob;
+
+pub const REGION: &str = "us-east-1";
+
+/// A value that must never appear anywhere but in the published file.
+pub const SENTINEL: &str = "sentinel-7c1f9a-never-log-me";
+
+pub fn endpoint() -> String {
+    std::env::var("LOCALSTACK_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(tag: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "test/{tag}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The binary under test with a clean environment aimed at LocalStack.
+pub struct Sidecar {
+    args: Vec<OsString>,
+    env: BTreeMap<String, OsString>,
+}
+
+impl Sidecar {
+    pub fn new() -> Sidecar {
+        let mut env = BTreeMap::new();
+        let mut set = |name: &str, value: OsString| {
+            env.insert(name.to_owned(), value);
+        };
+        set("PATH", std::env::var_os("PATH").unwrap_or_default());
+        set("HOME", std::env::temp_dir().into_os_string());
+        set("AWS_ENDPOINT_URL", endpoint().into());
+        set("AWS_REGION", REGION.into());
+        set("AWS_ACCESS_KEY_ID", "test".into());
+        set("AWS_SECRET_ACCESS_KEY", "test".into());
+        // No profile files, no instance metadata: only what a test sets is used.
+        set("AWS_CONFIG_FILE", "/nonexistent/aws-config".into());
+        set(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials".into(),
+        );
+        set("AWS_EC2_METADATA_DISABLED", "true".into());
+        Sidecar {
+            args: Vec::new(),
+            env,
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Sidecar
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    pub fn arg(self, arg: impl AsRef<OsStr>) -> Sidecar {
+        self.args([arg])
+    }
+
+    pub fn env(mut self, name: &str, value: impl AsRef<OsStr>) -> Sidecar {
+        self.env.insert(name.to_owned(), value.as_ref().to_owned());
+        self
+    }
+
+    pub fn env_remove(mut self, name: &str) -> Sidecar {
+        self.env.remove(name);
+        self
+    }
+
+    pub fn run(self) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"));
+        command.args(&self.args);
+        self.finish(command)
+    }
+
+    /// Runs through `sh` with the given umask, to show modes do not depend on it.
+    pub fn run_with_umask(self, umask: &str) -> Run {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_secret-sidecar"))
+            .args(&self.args);
+        self.finish(command)
+    }
+
+    fn finish(self, mut command: Command) -> Run {
+        command.env_clear().envs(&self.env).stdin(Stdio::null());
+        Run::from(command.output().expect("the binary runs"))
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\n--- stderr ---\n{}",
+            self.code, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_stderr(&self, needle: &str) -> &Run {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts the secret appears in no form in anything the process printed.
+    #[track_caller]
+    pub fn expect_no_leak(&self, secret: &[u8]) -> &Run {
+        for form in leak_forms(secret) {
+            assert!(
+                !self.stdout.contains(&form) && !self.stderr.contains(&form),
+                "output contains the secret (as {form:?})"
+            );
+        }
+        self
+    }
+}
+
+/// The forms a value could take in a log: as is, JSON-escaped, hex, and base64 at each of
+/// the three alignments it could have inside a longer encoded string.
+pub fn leak_forms(secret: &[u8]) -> Vec<String> {
+    let mut forms = vec![
+        String::from_utf8_lossy(secret).into_owned(),
+        serde_json::to_string(&String::from_utf8_lossy(secret))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned(),
+        secret.iter().map(|b| format!("{b:02x}")).collect(),
+    ];
+    for offset in 0..3 {
+        let mut padded = vec![0u8; offset];
+        padded.extend_from_slice(secret);
+        let encoded = base64(&padded);
+        // Drop the characters that mix in the padding bytes or the end.
+        let start = (offset * 4).div_ceil(3) + 1;
+        let end = encoded.trim_end_matches('=').len().saturating_sub(2);
+        if end > start {
+            forms.push(encoded[start..end].to_owned());
+        }
+    }
+    forms.retain(|form| form.len() >= 8);
+    forms
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A fresh directory on tmpfs (/dev/shm), removed when dropped.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn tmpfs(tag: &str) -> Scratch {
+        Scratch::under(Path::new("/dev/shm"), tag)
+    }
+
+    /// A directory on the disk that holds the build, which is not tmpfs.
+    pub fn disk(tag: &str) -> Scratch {
+        Scratch::under(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
+    }
+
+    fn under(parent: &Path, tag: &str) -> Scratch {
+        let path = parent.join(unique(tag).replace('/', "-"));
+        fs::create_dir_all(&path).unwrap();
+        Scratch { path }
+    }
+
+    pub fn read(&self, name: &str) -> Vec<u8> {
+        fs::read(self.path.join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
+    }
+
+    pub fn mode(&self, name: &str) -> u32 {
+        fs::metadata(self.path.join(name)).unwrap().mode() & 0o7777
+    }
+
+    /// Every entry, recursively, as `path -> what it is`, links shown with their target.
+    pub fn listing(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        list(&self.path, &self.path, &mut out);
+        out
+    }
+
+    /// The names a reader sees at the top level, without the publisher's own entries.
+    pub fn visible(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&self.path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| !name.starts_with(".."))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[track_caller]
+    pub fn expect_empty(&self) {
+        let listing = self.listing();
+        assert!(
+            listing.is_empty(),
+            "expected an empty directory, found {listing:#?}"
+        );
+    }
+}
+
+fn list(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let name = path.strip_prefix(root).unwrap().display().to_string();
+        let kind = entry.file_type().unwrap();
+        if kind.is_symlink() {
+            out.insert(
+                name,
+                format!("-> {}", fs::read_link(&path).unwrap().display()),
+            );
+        } else if kind.is_dir() {
+            out.insert(name, "dir".to_owned());
+            list(root, &path, out);
+        } else {
+            out.insert(
+                name,
+                format!("file {} bytes", entry.metadata().unwrap().len()),
+            );
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Creates secrets in LocalStack through the SDK.
+pub struct Seeder {
+    runtime: tokio::runtime::Runtime,
+    clients: BTreeMap<String, Client>,
+}
+
+impl Seeder {
+    pub fn new() -> Seeder {
+        let endpoint = endpoint();
+        let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
+        if TcpStream::connect(address).is_err() {
+            panic!(
+                "LocalStack is not answering at {endpoint}. Run the tests with scripts/test.sh, \
+                 or start it with scripts/localstack.sh start"
+            );
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        Seeder {
+            runtime,
+            clients: BTreeMap::new(),
+        }
+    }
+
+    fn client(&mut self, region: &str) -> Client {
+        let endpoint = endpoint();
+        self.clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let config = aws_sdk_secretsmanager::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new(region.to_owned()))
+                    .endpoint_url(endpoint)
+                    .credentials_provider(Credentials::for_tests())
+                    .build();
+                Client::from_conf(config)
+            })
+            .clone()
+    }
+
+    /// Creates a string secret and returns (ARN, version id).
+    pub fn string(&mut self, name: &str, value: &str) -> (String, String) {
+        self.string_in(REGION, name, value)
+    }
+
+    pub fn string_in(&mut self, region: &str, name: &str, value: &str) -> (String, String) {
+        let client = self.client(region);
+        let out = self
+            .runtime
+            .block_on(
+                client
+                    .create_secret()
+                    .name(name)
+                    .secret_string(value)
+                    .send(),
+            )
+            .expect("create_secret");
+        (out.arn.unwrap(), out.version_id.unwrap())
+    }
+
+    pub fn binary(&mut self, name: &str, value: &[u8]) -> String {
+        let client = self.client(REGION);
+        let out = self
+            .runtime
+            .block_on(
+                client
+                    .create_secret()
+                    .name(name)
+                    .secret_binary(Blob::new(value))
+                    .send(),
+            )
+            .expect("create_secret");
+        out.arn.unwrap()
+    }
+
+    /// Adds a new current version and returns its id; the old one becomes AWSPREVIOUS.
+    pub fn put(&mut self, name: &str, value: &str) -> String {
+        let client = self.client(REGION);
+        let out = self
+            .runtime
+            .block_on(
+                client
+                    .put_secret_value()
+                    .secret_id(name)
+                    .secret_string(value)
+                    .send(),
+            )
+            .expect("put_secret_value");
+        out.version_id.unwrap()
+    }
+}
+
+/// A JWT-shaped token for the web-identity exchange. LocalStack does not check the
+/// signature, so any three base64url parts do.
+pub fn fake_jwt(subject: &str) -> String {
+    let part = |json: &str| {
+        base64(json.as_bytes())
+            .replace('+', "-")
+            .replace('/', "_")
+            .trim_end_matches('=')
+            .to_owned()
+    };
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    format!(
+        "{}.{}.{}",
+        part(r#"{"alg":"RS256","typ":"JWT"}"#),
+        part(&format!(
+            r#"{{"iss":"https://oidc.example.test","sub":"{subject}","aud":"sts.amazonaws.com","exp":{exp}}}"#
+        )),
+        part("signature")
+    )
+}
+
+pub fn wait_a_moment() {
+    std::thread::sleep(Duration::from_millis(20));
+}
+
+pub mod http;
