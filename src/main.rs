@@ -2,26 +2,15 @@
 //! an in-memory directory, exit.
 //!
 //! `main` is a thin shell: parse the command line, set up logs, run, and turn the outcome
-//! into an exit code. Everything that can fail is in [`run::run`].
-
-mod cli;
-mod config;
-mod exit;
-mod extract;
-mod logging;
-mod plan;
-mod providers;
-mod publish;
-mod reference;
-mod run;
-mod secret;
+//! into an exit code. Everything that can fail is in `secret_sidecar::run::run`.
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::exit::Class;
+use secret_sidecar::exit::Class;
+use secret_sidecar::{cli, logging, run};
 
 fn main() -> ExitCode {
     // clap exits by itself: 0 for --help and --version, 2 for a malformed command line.

@@ -25,6 +25,10 @@ impl SecretValue {
         self.0.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Borrows the bytes. Callers must not log, format or copy them outside zeroizing memory.
     pub fn expose(&self) -> &[u8] {
         &self.0

@@ -34,6 +34,9 @@ pub struct Settings {
 }
 
 /// One secret store. Implementations fetch only; they never write anything.
+///
+/// The futures need not be `Send`: a run drives them all on one current-thread runtime.
+#[allow(async_fn_in_trait)]
 pub trait Provider: Sized {
     /// The provider's parsed locator and parameters.
     type Target: std::fmt::Debug;

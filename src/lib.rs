@@ -1,0 +1,16 @@
+//! secret-sidecar as a library: the binary in `main.rs` is a thin shell over [`run::run`].
+//!
+//! The modules are public so that fuzz targets and benchmarks can drive the parsers
+//! directly; the command line is the only supported interface.
+
+pub mod cli;
+pub mod config;
+pub mod exit;
+pub mod extract;
+pub mod logging;
+pub mod plan;
+pub mod providers;
+pub mod publish;
+pub mod reference;
+pub mod run;
+pub mod secret;
