@@ -1,28 +1,44 @@
-//! The `--config` YAML file: many secrets, each with the same options as `--secret`.
+//! The `--config` YAML file: many secrets, each with the same options as `--secret`, and
+//! aggregate files built from several secrets.
 //!
 //! ```yaml
 //! secrets:
 //!   - ref: aws://prod/db            # required
 //!     file: db/password             # optional; derived from ref when absent
 //!     key: password                 # optional; same as ref#password
+//!     format: raw                   # optional; raw, explode or base64
+//!     optional: false               # optional; skip the secret if it does not exist
 //!     mode: "0400"                  # optional; a quoted octal string
 //!     owner: "1000:1000"            # optional; UID[:GID]
+//! files:
+//!   - file: app.env                 # required
+//!     format: env                   # required; env, json or template
+//!     values:                       # NAME: REF, each a string
+//!       DB_PASSWORD: aws://prod/db#password
+//!     template: "..."               # template only (or template_file: PATH)
+//!     mode: "0400"
+//!     owner: "1000"
 //! ```
 //!
 //! Unknown fields are rejected. Parse errors give line and column but never quote the
 //! file's text, since a mistaken config may hold a literal value.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
 use crate::exit::Class;
+use crate::reference::Format;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    #[serde(default)]
     pub secrets: Vec<SecretEntry>,
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -32,8 +48,32 @@ pub struct SecretEntry {
     pub reference: String,
     pub file: Option<String>,
     pub key: Option<String>,
+    pub format: Option<Format>,
+    pub optional: Option<bool>,
     pub mode: Option<String>,
     pub owner: Option<String>,
+}
+
+/// One file assembled from several secrets.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    pub file: String,
+    pub format: AggregateFormat,
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+    pub template: Option<String>,
+    pub template_file: Option<PathBuf>,
+    pub mode: Option<String>,
+    pub owner: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AggregateFormat {
+    Env,
+    Json,
+    Template,
 }
 
 impl ConfigFile {
@@ -102,6 +142,20 @@ mod tests {
         assert_eq!(entry.key.as_deref(), Some("password"));
         assert_eq!(entry.mode.as_deref(), Some("0400"));
         assert_eq!(entry.owner.as_deref(), Some("1000:2000"));
+    }
+
+    #[test]
+    fn reads_aggregate_files() {
+        let config = ConfigFile::parse(
+            "files:\n  - file: app.env\n    format: env\n    values:\n      B: aws://b\n      A: aws://a#k\n",
+        )
+        .unwrap();
+        assert!(config.secrets.is_empty());
+        let file = &config.files[0];
+        assert_eq!(file.format, AggregateFormat::Env);
+        let names: Vec<_> = file.values.keys().collect();
+        assert_eq!(names, ["A", "B"]);
+        assert!(ConfigFile::parse("files:\n  - file: x\n    format: yaml\n").is_err());
     }
 
     #[test]

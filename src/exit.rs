@@ -8,38 +8,49 @@
 use std::fmt;
 use std::process::ExitCode;
 
-/// Why a run failed. The discriminant is the process exit code; `0` is success.
+/// Why a run failed; [`Class::code`] is the process exit code (`0` is success).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// A bug or an environment the program does not understand.
-    Internal = 1,
+    /// A bug or an answer the program does not understand.
+    Internal,
     /// The command line, environment or configuration file is wrong.
-    Usage = 2,
+    Usage,
     /// The workload identity could not be proven (no credentials, token rejected).
-    Auth = 3,
-    /// The secret does not exist, or this identity may not read it.
-    NotFound = 4,
+    Auth,
+    /// The secret (or the requested version) does not exist. Optional secrets skip this.
+    NotFound,
+    /// The secret exists but this identity may not read it (or not decrypt it).
+    Denied,
     /// Network, throttling or server errors that outlasted the retries or the deadline.
-    Transient = 5,
+    Transient,
     /// The output directory or filesystem refused the files.
-    Output = 6,
+    Output,
     /// The secret was fetched but its content is unusable (missing key, not JSON, too large).
-    BadData = 7,
+    BadData,
 }
 
 impl Class {
-    pub const ALL: [Class; 7] = [
+    pub const ALL: [Class; 8] = [
         Class::Internal,
         Class::Usage,
         Class::Auth,
         Class::NotFound,
+        Class::Denied,
         Class::Transient,
         Class::Output,
         Class::BadData,
     ];
 
     pub fn code(self) -> u8 {
-        self as u8
+        match self {
+            Class::Internal => 1,
+            Class::Usage => 2,
+            Class::Auth => 3,
+            Class::NotFound | Class::Denied => 4,
+            Class::Transient => 5,
+            Class::Output => 6,
+            Class::BadData => 7,
+        }
     }
 
     /// The label that opens the error line and the README table.
@@ -48,7 +59,8 @@ impl Class {
             Class::Internal => "internal error",
             Class::Usage => "usage error",
             Class::Auth => "authentication failed",
-            Class::NotFound => "secret not found or access denied",
+            Class::NotFound => "secret not found",
+            Class::Denied => "access denied",
             Class::Transient => "transient failure",
             Class::Output => "output error",
             Class::BadData => "bad secret data",
@@ -96,9 +108,12 @@ mod tests {
 
     #[test]
     fn codes_are_distinct_and_documented() {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashMap::new();
         for class in Class::ALL {
-            assert!(seen.insert(class.code()), "duplicate code {}", class.code());
+            // Not found and denied share code 4 on purpose; nothing else shares a code.
+            if let Some(other) = seen.insert(class.code(), class) {
+                assert_eq!((other, class), (Class::NotFound, Class::Denied));
+            }
             assert!(
                 HELP_TABLE.contains(&format!("  {}  ", class.code())),
                 "code {} missing from the help table",

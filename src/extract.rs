@@ -18,14 +18,7 @@ pub fn select(secret: &SecretValue, key: &JsonKey) -> Result<SecretValue> {
 }
 
 fn select_inner(secret: &SecretValue, key: &JsonKey) -> Result<SecretValue> {
-    let mut document = Scrubbed(serde_json::from_slice::<Value>(secret.expose()).map_err(|err| {
-        anyhow!(
-            "the secret is not valid JSON ({:?} error at line {}, column {}), so key '{key}' cannot be read",
-            err.classify(),
-            err.line(),
-            err.column()
-        )
-    })?);
+    let mut document = parse(secret, &format!("key '{key}'"))?;
     let found = match key {
         JsonKey::Member(name) => match &mut document.0 {
             Value::Object(members) => members.get_mut(name),
@@ -48,6 +41,67 @@ fn select_inner(secret: &SecretValue, key: &JsonKey) -> Result<SecretValue> {
     }
 }
 
+/// The members of the JSON object held by `secret` (or of the object at `key` in it),
+/// each as the bytes of its file: strings as they are, anything else as compact JSON.
+pub fn members(secret: &SecretValue, key: Option<&JsonKey>) -> Result<Vec<(String, SecretValue)>> {
+    members_inner(secret, key).context(Class::BadData)
+}
+
+fn members_inner(
+    secret: &SecretValue,
+    key: Option<&JsonKey>,
+) -> Result<Vec<(String, SecretValue)>> {
+    let mut document = parse(secret, "its members")?;
+    let found = match key {
+        None => Some(&mut document.0),
+        Some(JsonKey::Member(name)) => document.0.get_mut(name.as_str()),
+        Some(JsonKey::Pointer(pointer)) => document.0.pointer_mut(pointer),
+    };
+    let members = match found {
+        Some(Value::Object(members)) => members,
+        Some(other) => {
+            return Err(anyhow!(
+                "explode needs a JSON object, and this is {}",
+                kind(other)
+            ));
+        }
+        None => {
+            return Err(anyhow!(
+                "the secret's JSON has no key '{}'",
+                key.map(ToString::to_string).unwrap_or_default()
+            ));
+        }
+    };
+    let mut files = Vec::with_capacity(members.len());
+    for (name, value) in members.iter_mut() {
+        let bytes = match value {
+            Value::String(text) => std::mem::take(text).into_bytes(),
+            other => serde_json::to_vec(other).context("re-encoding a member")?,
+        };
+        files.push((name.clone(), SecretValue::new(bytes)));
+    }
+    Ok(files)
+}
+
+/// Parses a JSON secret for reading `what`; the document is zeroed when dropped.
+fn parse(secret: &SecretValue, what: &str) -> Result<Scrubbed> {
+    serde_json::from_slice::<Value>(secret.expose()).map(Scrubbed).map_err(|err| {
+        anyhow!(
+            "the secret is not valid JSON ({:?} error at line {}, column {}), so {what} cannot be read",
+            err.classify(),
+            err.line(),
+            err.column()
+        )
+    })
+}
+
+/// The JSON value held by `secret`, for templates; `None` when it is not JSON.
+pub fn document(secret: &SecretValue) -> Option<Scrubbed> {
+    serde_json::from_slice::<Value>(secret.expose())
+        .ok()
+        .map(Scrubbed)
+}
+
 fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -60,7 +114,7 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// A parsed document whose strings are zeroed on drop.
-struct Scrubbed(Value);
+pub struct Scrubbed(pub Value);
 
 impl Drop for Scrubbed {
     fn drop(&mut self) {
@@ -117,6 +171,33 @@ mod tests {
             assert_eq!(Class::of(&err), Class::BadData);
             let message = format!("{err:#} {err:?}");
             assert!(!message.contains("hunter2"), "{message}");
+        }
+    }
+
+    #[test]
+    fn members_become_files() {
+        let doc = secret(r#"{"user":"u","port":5432,"tls":{"on":true},"nested":{"a":"b"}}"#);
+        let files: Vec<(String, Vec<u8>)> = members(&doc, None)
+            .unwrap()
+            .into_iter()
+            .map(|(name, value)| (name, value.expose().to_vec()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("nested".to_owned(), br#"{"a":"b"}"#.to_vec()),
+                ("port".to_owned(), b"5432".to_vec()),
+                ("tls".to_owned(), br#"{"on":true}"#.to_vec()),
+                ("user".to_owned(), b"u".to_vec()),
+            ]
+        );
+        let nested = members(&doc, Some(&JsonKey::Pointer("/nested".to_owned()))).unwrap();
+        assert_eq!(nested[0].0, "a");
+        for bad in [None, Some(&member("user"))] {
+            let err = members(&secret("[1]"), bad)
+                .err()
+                .or_else(|| members(&doc, bad).err());
+            assert_eq!(Class::of(&err.unwrap()), Class::BadData);
         }
     }
 

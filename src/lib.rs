@@ -14,3 +14,4 @@ pub mod publish;
 pub mod reference;
 pub mod run;
 pub mod secret;
+pub mod shape;

@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cli::Cli;
-use crate::config::{ConfigFile, SecretEntry};
+use crate::config::{AggregateFormat, ConfigFile, FileEntry, SecretEntry};
 use crate::exit::Class;
-use crate::reference::{JsonKey, SecretRef};
+use crate::reference::{Format, JsonKey, SecretRef};
 
 /// Linux's NAME_MAX.
 pub const MAX_COMPONENT_BYTES: usize = 255;
@@ -27,13 +27,38 @@ pub struct Owner {
     pub gid: Option<u32>,
 }
 
+/// One secret published as one file (or, exploded, as a folder of files).
 #[derive(Debug)]
 pub struct Item {
     pub reference: SecretRef,
-    /// A validated relative path inside the output directory.
+    /// A validated relative path inside the output directory; the folder for `explode`.
     pub file: String,
+    pub format: Format,
+    /// A missing secret is skipped with a warning instead of failing the run.
+    pub optional: bool,
     pub mode: u32,
     pub owner: Option<Owner>,
+}
+
+/// One file assembled from several secrets.
+#[derive(Debug)]
+pub struct Aggregate {
+    pub file: String,
+    pub kind: AggregateKind,
+    /// Variable name and the secret (a string) it takes its value from.
+    pub values: Vec<(String, SecretRef)>,
+    pub mode: u32,
+    pub owner: Option<Owner>,
+}
+
+#[derive(Debug)]
+pub enum AggregateKind {
+    /// `NAME='value'` lines that `sh` and dotenv parsers read back alike.
+    Env,
+    /// One JSON object of strings.
+    Json,
+    /// A minijinja template, checked when the plan is built.
+    Template(String),
 }
 
 #[derive(Debug)]
@@ -41,8 +66,20 @@ pub struct Plan {
     pub output_dir: PathBuf,
     pub allow_non_tmpfs: bool,
     pub items: Vec<Item>,
+    pub aggregates: Vec<Aggregate>,
     pub timeout: Duration,
     pub concurrency: usize,
+}
+
+impl Plan {
+    /// Every reference the run must fetch, items first.
+    pub fn references(&self) -> impl Iterator<Item = &SecretRef> {
+        self.items.iter().map(|item| &item.reference).chain(
+            self.aggregates
+                .iter()
+                .flat_map(|a| a.values.iter().map(|(_, r)| r)),
+        )
+    }
 }
 
 /// Where the original init container (see the README) put its file, and what it was called.
@@ -59,11 +96,15 @@ impl Plan {
         let owner = cli.owner.as_deref().map(parse_owner).transpose()?;
 
         let mut items = Vec::new();
+        let mut aggregates = Vec::new();
         for arg in &cli.secrets {
             let (file, reference) = split_file(arg);
             let reference =
                 SecretRef::parse(reference).with_context(|| format!("--secret {arg}"))?;
-            items.push(item(reference, file.map(str::to_owned), mode, owner)?);
+            items.push(
+                item(reference, file.map(str::to_owned), mode, owner)
+                    .with_context(|| format!("--secret {arg}"))?,
+            );
         }
         if let Some(path) = &cli.config {
             let config = ConfigFile::load(path)?;
@@ -71,10 +112,14 @@ impl Plan {
                 let place = format!("{} secrets[{index}]", path.display());
                 items.push(config_item(entry, mode, owner).with_context(|| place)?);
             }
+            for (index, entry) in config.files.into_iter().enumerate() {
+                let place = format!("{} files[{index}]", path.display());
+                aggregates.push(aggregate(entry, mode, owner).with_context(|| place)?);
+            }
         }
 
         let mut output_dir = cli.output_dir.clone();
-        if items.is_empty() {
+        if items.is_empty() && aggregates.is_empty() {
             // Drop-in mode for the original init container: SECRET_NAME (+ MOUNT_NAME).
             if let Some(name) = env("SECRET_NAME").filter(|name| !name.is_empty()) {
                 let file = env("MOUNT_NAME")
@@ -86,13 +131,22 @@ impl Plan {
                 output_dir.get_or_insert_with(|| PathBuf::from(LEGACY_DIR));
             }
         }
-        if items.is_empty() {
+        if items.is_empty() && aggregates.is_empty() {
             bail!("no secret to fetch: give --secret, --config, or SECRET_NAME");
         }
         let Some(output_dir) = output_dir else {
             bail!("--output-dir is required (the shared in-memory volume)");
         };
-        check_collisions(&items)?;
+        let mut outputs: Vec<(&str, &str)> = items
+            .iter()
+            .map(|i| (i.file.as_str(), i.reference.text.as_str()))
+            .collect();
+        outputs.extend(
+            aggregates
+                .iter()
+                .map(|a| (a.file.as_str(), "an aggregate file")),
+        );
+        check_collisions(&outputs)?;
         if cli.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }
@@ -100,6 +154,7 @@ impl Plan {
             output_dir,
             allow_non_tmpfs: cli.allow_non_tmpfs,
             items,
+            aggregates,
             timeout: cli.timeout.0,
             concurrency: cli.concurrency,
         })
@@ -124,33 +179,114 @@ fn item(
 ) -> Result<Item> {
     let file = file.unwrap_or_else(|| reference.default_file_name());
     validate_file(&file).with_context(|| format!("file name '{}'", file.escape_debug()))?;
+    let options = &reference.options;
     Ok(Item {
-        reference,
         file,
-        mode,
-        owner,
+        format: options.format.unwrap_or_default(),
+        optional: options.optional.unwrap_or(false),
+        mode: options.mode.unwrap_or(mode),
+        owner: options.owner.or(owner),
+        reference,
     })
 }
 
+/// A config entry: its fields and the reference's own `?options` may not both set a thing.
 fn config_item(entry: SecretEntry, mode: u32, owner: Option<Owner>) -> Result<Item> {
     let mut reference = SecretRef::parse(&entry.reference)?;
-    if let Some(key) = entry.key {
-        if reference.key.is_some() {
-            bail!("'{}' has a #KEY and a key field; give one", entry.reference);
-        }
-        reference.key = Some(JsonKey::parse(&key)?);
-    }
-    let mode = entry
-        .mode
-        .as_deref()
-        .map(parse_mode)
-        .transpose()?
-        .unwrap_or(mode);
-    let owner = match entry.owner.as_deref() {
-        Some(text) => Some(parse_owner(text)?),
-        None => owner,
+    let twice = |what: &str| {
+        anyhow!(
+            "'{}' sets {what} in the reference and in the entry; give one",
+            entry.reference
+        )
     };
+    if let Some(key) = &entry.key {
+        if reference.key.is_some() {
+            return Err(twice("a key"));
+        }
+        reference.key = Some(JsonKey::parse(key)?);
+    }
+    let options = &mut reference.options;
+    if entry
+        .format
+        .is_some_and(|f| options.format.replace(f).is_some())
+    {
+        return Err(twice("format"));
+    }
+    if entry
+        .optional
+        .is_some_and(|o| options.optional.replace(o).is_some())
+    {
+        return Err(twice("optional"));
+    }
+    if let Some(text) = &entry.mode
+        && options.mode.replace(parse_mode(text)?).is_some()
+    {
+        return Err(twice("mode"));
+    }
+    if let Some(text) = &entry.owner
+        && options.owner.replace(parse_owner(text)?).is_some()
+    {
+        return Err(twice("owner"));
+    }
     item(reference, entry.file, mode, owner)
+}
+
+fn aggregate(entry: FileEntry, mode: u32, owner: Option<Owner>) -> Result<Aggregate> {
+    validate_file(&entry.file)
+        .with_context(|| format!("file name '{}'", entry.file.escape_debug()))?;
+    let kind = match (entry.format, entry.template, entry.template_file) {
+        (AggregateFormat::Template, Some(text), None) => AggregateKind::Template(text),
+        (AggregateFormat::Template, None, Some(path)) => AggregateKind::Template(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read template_file {}", path.display()))?,
+        ),
+        (AggregateFormat::Template, _, _) => {
+            bail!("format: template needs exactly one of template or template_file")
+        }
+        (AggregateFormat::Env, None, None) => AggregateKind::Env,
+        (AggregateFormat::Json, None, None) => AggregateKind::Json,
+        _ => bail!("template and template_file belong to format: template only"),
+    };
+    if entry.values.is_empty() && !matches!(kind, AggregateKind::Template(_)) {
+        bail!("'{}' has no values", entry.file);
+    }
+    let mut values = Vec::new();
+    for (name, text) in entry.values {
+        let identifier = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !identifier && !matches!(kind, AggregateKind::Json) {
+            bail!("'{name}' is not a variable name ([A-Za-z_][A-Za-z0-9_]*)");
+        }
+        let reference = SecretRef::parse(&text).with_context(|| format!("value {name}"))?;
+        let options = &reference.options;
+        if options.optional.is_some() || options.mode.is_some() || options.owner.is_some() {
+            bail!("value {name}: optional, mode and owner apply to files, not to values");
+        }
+        if options.format == Some(Format::Explode) {
+            bail!("value {name}: format=explode makes files, not a value");
+        }
+        values.push((name, reference));
+    }
+    if let AggregateKind::Template(source) = &kind {
+        crate::shape::check_template(source)?;
+    }
+    Ok(Aggregate {
+        file: entry.file,
+        kind,
+        values,
+        mode: entry
+            .mode
+            .as_deref()
+            .map(parse_mode)
+            .transpose()?
+            .unwrap_or(mode),
+        owner: entry
+            .owner
+            .as_deref()
+            .map(parse_owner)
+            .transpose()?
+            .or(owner),
+    })
 }
 
 /// A file name must be a relative path of plain components, each short enough for the
@@ -191,31 +327,23 @@ pub fn validate_file(path: &str) -> Result<()> {
 
 /// Two outputs collide when they name the same file (ignoring case, since the app may
 /// run on a case-insensitive view of the files) or when one is a directory of the other.
-fn check_collisions(items: &[Item]) -> Result<()> {
-    let mut seen: HashMap<String, &Item> = HashMap::new();
-    for item in items {
-        let folded = item.file.to_lowercase();
-        if let Some(other) = seen.get(&folded) {
-            bail!(
-                "{} and {} would both be written to '{}'",
-                other.reference,
-                item.reference,
-                item.file
-            );
+/// Each output is `(path, what it comes from)`.
+pub fn check_collisions(outputs: &[(&str, &str)]) -> Result<()> {
+    let mut seen: HashMap<String, (&str, &str)> = HashMap::new();
+    for &(path, source) in outputs {
+        let folded = path.to_lowercase();
+        if let Some((other_path, other)) = seen.get(&folded) {
+            bail!("{other} ('{other_path}') and {source} ('{path}') name the same file");
         }
-        seen.insert(folded, item);
+        seen.insert(folded, (path, source));
     }
-    for item in items {
-        let folded = item.file.to_lowercase();
+    for &(path, source) in outputs {
+        let folded = path.to_lowercase();
         let mut prefix = folded.as_str();
         while let Some((parent, _)) = prefix.rsplit_once('/') {
-            if let Some(other) = seen.get(parent) {
+            if let Some((other_path, other)) = seen.get(parent) {
                 bail!(
-                    "'{}' (from {}) is a file, but {} needs it to be a directory for '{}'",
-                    other.file,
-                    other.reference,
-                    item.reference,
-                    item.file
+                    "'{other_path}' (from {other}) is a file, but {source} needs it to be a directory for '{path}'"
                 );
             }
             prefix = parent;

@@ -13,6 +13,7 @@ use std::fmt;
 
 use anyhow::{Result, bail};
 
+use crate::plan::{Owner, parse_mode, parse_owner};
 use crate::providers::Target;
 
 /// A parsed reference. It holds names, never values, so it may be printed freely.
@@ -22,6 +23,67 @@ pub struct SecretRef {
     pub text: String,
     pub target: Target,
     pub key: Option<JsonKey>,
+    /// Per-secret options given as `?format=…&optional&mode=…&owner=…`.
+    pub options: Options,
+}
+
+/// How a fetched value becomes files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The value, byte for byte.
+    #[default]
+    Raw,
+    /// Each top-level member of a JSON object becomes a file in a folder.
+    Explode,
+    /// The value is base64 text; publish the decoded bytes.
+    Base64,
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Format> {
+        match text {
+            "raw" => Ok(Format::Raw),
+            "explode" => Ok(Format::Explode),
+            "base64" => Ok(Format::Base64),
+            other => bail!("format '{other}' is not one of raw, explode, base64"),
+        }
+    }
+}
+
+/// The core's own parameters; each overrides the global default for one secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    pub format: Option<Format>,
+    pub optional: Option<bool>,
+    pub mode: Option<u32>,
+    pub owner: Option<Owner>,
+}
+
+impl Options {
+    fn take(params: &mut Params) -> Result<Options> {
+        Ok(Options {
+            format: params
+                .take_value("format")?
+                .map(|f| f.parse())
+                .transpose()?,
+            optional: params.take_flag("optional")?,
+            mode: params
+                .take_value("mode")?
+                .map(|m| parse_mode(&m))
+                .transpose()?,
+            owner: params
+                .take_value("owner")?
+                .map(|o| parse_owner(&o))
+                .transpose()?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Options::default()
+    }
 }
 
 /// Which field of a JSON secret to publish.
@@ -103,6 +165,18 @@ impl Params {
         }
     }
 
+    /// Removes a yes/no parameter: bare `name` or `name=true` is yes, `name=false` no.
+    pub fn take_flag(&mut self, name: &str) -> Result<Option<bool>> {
+        let Some(index) = self.0.iter().position(|(seen, _)| seen == name) else {
+            return Ok(None);
+        };
+        match self.0.remove(index).1.as_deref() {
+            None | Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(other) => bail!("parameter '{name}' is true or false, not '{other}'"),
+        }
+    }
+
     fn reject_rest(&self) -> Result<()> {
         match self.0.first() {
             None => Ok(()),
@@ -127,12 +201,14 @@ impl SecretRef {
         if locator.is_empty() {
             bail!("'{text}' names no secret after '{scheme}://'");
         }
+        let options = Options::take(&mut params)?;
         let target = Target::parse(scheme, locator, &mut params)?;
         params.reject_rest()?;
         Ok(SecretRef {
             text: text.to_owned(),
             target,
             key,
+            options,
         })
     }
 
@@ -198,6 +274,39 @@ mod tests {
         let r = SecretRef::parse("aws://app#/db/pass~1word").unwrap();
         assert_eq!(r.key, Some(JsonKey::Pointer("/db/pass~1word".into())));
         assert_eq!(r.default_file_name(), "app_db_pass_word");
+    }
+
+    #[test]
+    fn core_options_are_taken_before_the_provider_sees_the_rest() {
+        let r = SecretRef::parse(
+            "aws://db?format=explode&optional&mode=0400&owner=1:2&version-stage=X",
+        )
+        .unwrap();
+        assert_eq!(r.options.format, Some(Format::Explode));
+        assert_eq!(r.options.optional, Some(true));
+        assert_eq!(r.options.mode, Some(0o400));
+        assert_eq!(
+            r.options.owner,
+            Some(Owner {
+                uid: 1,
+                gid: Some(2)
+            })
+        );
+        assert!(
+            SecretRef::parse("aws://db?optional=false")
+                .unwrap()
+                .options
+                .optional
+                == Some(false)
+        );
+        for bad in [
+            "aws://db?format=yaml",
+            "aws://db?optional=maybe",
+            "aws://db?mode=9",
+            "aws://db?owner=x",
+        ] {
+            assert!(SecretRef::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

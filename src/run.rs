@@ -4,24 +4,44 @@
 //! so any failure before the publish step leaves the previous set exactly as it was.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
 use futures_util::stream::{self, StreamExt};
-use tracing::{debug, error, info};
+use serde_json::json;
+use tracing::{debug, error, info, warn};
 
 use crate::cli::Cli;
 use crate::exit::Class;
-use crate::extract;
-use crate::plan::Plan;
+use crate::plan::{Owner, Plan, check_collisions};
 use crate::providers::{Fetched, Providers, Settings, Target};
 use crate::publish::{OutputDir, OutputFile};
+use crate::reference::{Format, SecretRef};
 use crate::secret::SecretValue;
+use crate::shape;
 
 /// The longest a single HTTP attempt may take; the run's deadline bounds the total.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts per request for transient failures (the SDKs' standard retry policy).
 const MAX_ATTEMPTS: u32 = 3;
+/// The value-free description of the published set, beside the files.
+pub const MANIFEST: &str = "..manifest.json";
+
+/// A fetched secret with when and how fast it came.
+struct Got {
+    fetched: Fetched,
+    at: SystemTime,
+    took: Duration,
+}
+
+/// One file about to be published, and where its content came from.
+struct Output<'p> {
+    path: String,
+    value: SecretValue,
+    mode: u32,
+    owner: Option<Owner>,
+    sources: Vec<&'p SecretRef>,
+}
 
 pub async fn run(cli: &Cli) -> Result<()> {
     let plan = Plan::build(cli)?;
@@ -42,112 +62,244 @@ pub async fn run(cli: &Cli) -> Result<()> {
         })
         .context(Class::Transient)??;
 
-    let values = plan
-        .items
+    let outputs = shape_all(&plan, &fetched)?;
+    let paths: Vec<(&str, &str)> = outputs
         .iter()
-        .map(|item| {
-            let (fetched, _) = &fetched[&item.reference.target];
-            match &item.reference.key {
-                Some(key) => extract::select(&fetched.value, key),
-                None => Ok(SecretValue::new(fetched.value.expose().to_vec())),
-            }
-            .with_context(|| format!("{} for {}", item.reference, item.file))
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    let files: Vec<OutputFile<'_>> = plan
-        .items
-        .iter()
-        .zip(&values)
-        .map(|(item, value)| OutputFile {
-            path: &item.file,
-            value,
-            mode: item.mode,
-            owner: item.owner,
+        .map(|o| {
+            (
+                o.path.as_str(),
+                o.sources.first().map_or("", |r| r.text.as_str()),
+            )
         })
         .collect();
+    // Exploded member names are only known now; they may clash with other files.
+    check_collisions(&paths).context(Class::BadData)?;
+
+    let manifest = manifest(&outputs, &plan, &fetched)?;
+    let mut files: Vec<OutputFile<'_>> = outputs
+        .iter()
+        .map(|o| OutputFile {
+            path: &o.path,
+            value: &o.value,
+            mode: o.mode,
+            owner: o.owner,
+        })
+        .collect();
+    files.push(OutputFile {
+        path: MANIFEST,
+        value: &manifest,
+        mode: 0o444,
+        owner: None,
+    });
     output.publish(&files)?;
 
-    for (item, value) in plan.items.iter().zip(&values) {
-        let (fetched, elapsed) = &fetched[&item.reference.target];
-        info!(
-            reference = %item.reference,
-            version = %fetched.version.as_deref().unwrap_or("-"),
-            file = %output.path().join(&item.file).display(),
-            bytes = value.len(),
-            ms = elapsed.as_millis() as u64,
-            "published"
-        );
+    for out in &outputs {
+        for source in &out.sources {
+            let got = &fetched[&source.target].as_ref().ok();
+            info!(
+                reference = %source,
+                version = %got.and_then(|g| g.fetched.version.as_deref()).unwrap_or("-"),
+                file = %output.path().join(&out.path).display(),
+                bytes = out.value.len(),
+                ms = got.map_or(0, |g| g.took.as_millis() as u64),
+                "published"
+            );
+        }
     }
     info!(
         dir = %output.path().display(),
-        files = files.len(),
+        files = outputs.len(),
         ms = started.elapsed().as_millis() as u64,
         "all secrets published"
     );
     Ok(())
 }
 
+type Results<'p> = HashMap<&'p Target, Result<Got>>;
+
 /// Fetches each distinct secret once (two keys of one JSON secret cost one call), a
-/// bounded number at a time. Every failure is logged; the first one is returned.
-async fn fetch_all<'p>(
-    plan: &'p Plan,
-    settings: &Settings,
-) -> Result<HashMap<&'p Target, (Fetched, Duration)>> {
+/// bounded number at a time. Then decides: every failure fails the run, except a secret
+/// that does not exist and that only optional items use, which is skipped with a warning.
+async fn fetch_all<'p>(plan: &'p Plan, settings: &Settings) -> Result<Results<'p>> {
     let mut targets: Vec<&Target> = Vec::new();
-    for item in &plan.items {
-        if !targets.contains(&&item.reference.target) {
-            targets.push(&item.reference.target);
+    for reference in plan.references() {
+        if !targets.contains(&&reference.target) {
+            targets.push(&reference.target);
         }
     }
     let providers = Providers::connect(targets.iter().copied(), settings).await?;
 
-    let results: Vec<(&Target, Result<(Fetched, Duration)>)> = stream::iter(&targets)
+    let results: Results<'p> = stream::iter(&targets)
         .map(|target| {
             let providers = &providers;
             async move {
                 let started = Instant::now();
-                let result = providers.fetch(target).await;
-                if let Ok(fetched) = &result {
+                let result = providers.fetch(target).await.map(|fetched| Got {
+                    fetched,
+                    at: SystemTime::now(),
+                    took: started.elapsed(),
+                });
+                if let Ok(got) = &result {
                     debug!(
                         target = ?target,
-                        version = %fetched.version.as_deref().unwrap_or("-"),
-                        ms = started.elapsed().as_millis() as u64,
+                        version = %got.fetched.version.as_deref().unwrap_or("-"),
+                        ms = got.took.as_millis() as u64,
                         "fetched"
                     );
                 }
-                (*target, result.map(|fetched| (fetched, started.elapsed())))
+                (*target, result)
             }
         })
         .buffered(plan.concurrency)
         .collect()
         .await;
 
-    let mut fetched = HashMap::new();
+    // One line per failed secret, in plan order; the first decides the exit code.
     let mut first_error = None;
-    for (target, result) in results {
-        match result {
-            Ok(value) => {
-                fetched.insert(target, value);
-            }
-            Err(err) => {
-                let reference = plan
-                    .items
-                    .iter()
-                    .find(|item| &item.reference.target == target)
-                    .map(|item| item.reference.text.as_str())
-                    .unwrap_or_default();
-                let err = err.context(format!("fetching {reference}"));
-                if first_error.is_none() {
-                    first_error = Some(err);
-                } else {
-                    error!(exit_code = Class::of(&err).code(), "{err:#}");
-                }
-            }
+    let mut reported = Vec::new();
+    for reference in plan.references() {
+        let Err(err) = &results[&reference.target] else {
+            continue;
+        };
+        if skippable(plan, reference, err) || reported.contains(&&reference.target) {
+            continue;
+        }
+        reported.push(&reference.target);
+        let err = anyhow!("{err:#}")
+            .context(Class::of(err))
+            .context(format!("fetching {reference}"));
+        match first_error {
+            None => first_error = Some(err),
+            Some(_) => error!(exit_code = Class::of(&err).code(), "{err:#}"),
         }
     }
     match first_error {
         Some(err) => Err(err),
-        None => Ok(fetched),
+        None => Ok(results),
     }
+}
+
+/// Only "does not exist" is skippable, and only when nothing required uses the secret.
+fn skippable(plan: &Plan, reference: &SecretRef, err: &anyhow::Error) -> bool {
+    Class::of(err) == Class::NotFound
+        && plan
+            .items
+            .iter()
+            .filter(|item| item.reference.target == reference.target)
+            .all(|item| item.optional)
+        && !plan
+            .aggregates
+            .iter()
+            .any(|a| a.values.iter().any(|(_, r)| r.target == reference.target))
+}
+
+fn shape_all<'p>(plan: &'p Plan, fetched: &Results<'p>) -> Result<Vec<Output<'p>>> {
+    let mut outputs = Vec::new();
+    for item in &plan.items {
+        let reference = &item.reference;
+        let got = match &fetched[&reference.target] {
+            Ok(got) => got,
+            Err(err) => {
+                warn!(reference = %reference, file = %item.file, "optional secret skipped: {err:#}");
+                continue;
+            }
+        };
+        let context = || format!("{reference} for {}", item.file);
+        if item.format == Format::Explode {
+            for (name, value) in
+                shape::explode(reference, &got.fetched.value).with_context(context)?
+            {
+                outputs.push(Output {
+                    path: format!("{}/{name}", item.file),
+                    value,
+                    mode: item.mode,
+                    owner: item.owner,
+                    sources: vec![reference],
+                });
+            }
+        } else {
+            outputs.push(Output {
+                path: item.file.clone(),
+                value: shape::value(reference, &got.fetched.value).with_context(context)?,
+                mode: item.mode,
+                owner: item.owner,
+                sources: vec![reference],
+            });
+        }
+    }
+    for aggregate in &plan.aggregates {
+        let mut values = Vec::with_capacity(aggregate.values.len());
+        for (name, reference) in &aggregate.values {
+            let got = fetched[&reference.target]
+                .as_ref()
+                .map_err(|err| anyhow!("{err:#}"))
+                .context(Class::Internal)?;
+            let value = shape::value(reference, &got.fetched.value)
+                .with_context(|| format!("{reference} for {name} in {}", aggregate.file))?;
+            values.push((name.as_str(), value));
+        }
+        outputs.push(Output {
+            path: aggregate.file.clone(),
+            value: shape::aggregate(&aggregate.kind, &values)
+                .with_context(|| format!("rendering {}", aggregate.file))?,
+            mode: aggregate.mode,
+            owner: aggregate.owner,
+            sources: aggregate.values.iter().map(|(_, r)| r).collect(),
+        });
+    }
+    Ok(outputs)
+}
+
+/// What was published, for apps, health checks and people: for each file its sources,
+/// their provider versions and fetch times, its size, mode and owner. Never a value or a
+/// hash of one.
+fn manifest(outputs: &[Output<'_>], plan: &Plan, fetched: &Results<'_>) -> Result<SecretValue> {
+    let files: Vec<_> = outputs
+        .iter()
+        .map(|out| {
+            let sources: Vec<_> = out
+                .sources
+                .iter()
+                .map(|source| {
+                    let got = fetched[&source.target].as_ref().ok();
+                    json!({
+                        "reference": source.text,
+                        "version": got.and_then(|g| g.fetched.version.clone()),
+                        "fetched_at": got.map(|g| rfc3339(g.at)),
+                    })
+                })
+                .collect();
+            json!({
+                "path": out.path,
+                "bytes": out.value.len(),
+                "mode": format!("{:04o}", out.mode),
+                "owner": out.owner.map(|o| match o.gid {
+                    Some(gid) => format!("{}:{gid}", o.uid),
+                    None => o.uid.to_string(),
+                }),
+                "sources": sources,
+            })
+        })
+        .collect();
+    let skipped: Vec<_> = plan
+        .items
+        .iter()
+        .filter(|item| fetched[&item.reference.target].is_err())
+        .map(|item| json!({"reference": item.reference.text, "file": item.file, "reason": "not found (optional)"}))
+        .collect();
+    let document = json!({
+        "version": 1,
+        "published_at": rfc3339(SystemTime::now()),
+        "files": files,
+        "skipped": skipped,
+    });
+    let mut text = serde_json::to_vec_pretty(&document).context("writing the manifest")?;
+    text.push(b'\n');
+    Ok(SecretValue::new(text))
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

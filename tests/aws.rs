@@ -196,7 +196,7 @@ fn missing_secret_exits_4_and_leaves_the_directory_empty() {
         .arg(format!("b=aws://{absent}"))
         .run()
         .expect_code(4)
-        .expect_stderr("secret not found or access denied")
+        .expect_stderr("secret not found")
         .expect_stderr(&format!("aws://{absent}"))
         .expect_stderr("ResourceNotFoundException");
     out.expect_empty();
@@ -438,9 +438,19 @@ fn sentinel_never_reaches_any_output_even_at_trace_level() {
     );
     run.expect_code(7).expect_no_leak(SENTINEL.as_bytes());
 
-    // Nothing but the intended files holds it: no stray temporary files anywhere.
+    // Nothing but the intended files holds it: no stray temporary files anywhere, and the
+    // manifest describes the files without their values.
     for (path, kind) in out.listing() {
-        if kind.starts_with("file") {
+        if path.ends_with("..manifest.json") {
+            let manifest = String::from_utf8(out.read(&path)).unwrap();
+            for form in support::leak_forms(SENTINEL.as_bytes()) {
+                assert!(
+                    !manifest.contains(&form),
+                    "the manifest holds the value: {manifest}"
+                );
+            }
+            assert!(manifest.contains(&format!("aws://{string}")), "{manifest}");
+        } else if kind.starts_with("file") {
             assert!(
                 ["s", "j", "b"].iter().any(|f| path.ends_with(f)),
                 "unexpected file {path}"

@@ -282,13 +282,13 @@ fn classify_service(err: &GetSecretValueError, status: u16) -> Class {
     match err {
         GetSecretValueError::ResourceNotFoundException(_) => Class::NotFound,
         // The identity may read the secret but not use its KMS key.
-        GetSecretValueError::DecryptionFailure(_) => Class::NotFound,
+        GetSecretValueError::DecryptionFailure(_) => Class::Denied,
         // Scheduled for deletion, or a version that is not in a usable state.
         GetSecretValueError::InvalidRequestException(_) => Class::NotFound,
         GetSecretValueError::InvalidParameterException(_) => Class::Usage,
         GetSecretValueError::InternalServiceError(_) => Class::Transient,
         other => match other.code() {
-            Some("AccessDeniedException" | "AccessDenied") => Class::NotFound,
+            Some("AccessDeniedException" | "AccessDenied") => Class::Denied,
             Some(
                 "UnrecognizedClientException"
                 | "InvalidClientTokenId"
@@ -309,7 +309,7 @@ fn classify_service(err: &GetSecretValueError, status: u16) -> Class {
             ) => Class::Transient,
             _ if status >= 500 || status == 429 => Class::Transient,
             _ if status == 401 => Class::Auth,
-            _ if status == 403 => Class::NotFound,
+            _ if status == 403 => Class::Denied,
             _ => Class::Internal,
         },
     }
@@ -470,7 +470,7 @@ mod tests {
         };
         assert_eq!(
             classify_service(&generic("AccessDeniedException"), 400),
-            Class::NotFound
+            Class::Denied
         );
         assert_eq!(
             classify_service(&generic("UnrecognizedClientException"), 400),

@@ -1,0 +1,291 @@
+//! Turning fetched values into the files an application reads.
+//!
+//! Per secret: the raw value, one JSON key of it, every member of a JSON object as its own
+//! file (`explode`), or base64-decoded bytes. Per aggregate: an env file, a JSON object or a
+//! minijinja template built from several values. Every failure here is bad data (exit 7),
+//! except template syntax, which the plan checks before anything is fetched (exit 2).
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use zeroize::Zeroizing;
+
+use crate::exit::Class;
+use crate::extract;
+use crate::plan::{AggregateKind, validate_file};
+use crate::reference::{Format, SecretRef};
+use crate::secret::SecretValue;
+
+/// The value one reference stands for: its `#KEY`, then base64-decoded if asked.
+pub fn value(reference: &SecretRef, fetched: &SecretValue) -> Result<SecretValue> {
+    let selected = match &reference.key {
+        Some(key) => extract::select(fetched, key)?,
+        None => SecretValue::new(fetched.expose().to_vec()),
+    };
+    match reference.options.format.unwrap_or_default() {
+        Format::Base64 => decode_base64(&selected).context(Class::BadData),
+        Format::Raw | Format::Explode => Ok(selected),
+    }
+}
+
+/// The files of an exploded secret: `(member name, bytes)`, names checked as file names.
+pub fn explode(reference: &SecretRef, fetched: &SecretValue) -> Result<Vec<(String, SecretValue)>> {
+    let members = extract::members(fetched, reference.key.as_ref())?;
+    for (name, _) in &members {
+        if name.contains('/') {
+            return Err(anyhow!(
+                "member '{}' cannot be a file name: it contains '/'",
+                name.escape_debug()
+            ))
+            .context(Class::BadData);
+        }
+        validate_file(name)
+            .with_context(|| format!("member '{}' cannot be a file name", name.escape_debug()))
+            .context(Class::BadData)?;
+    }
+    Ok(members)
+}
+
+/// Standard or URL-safe alphabet, padded or not, with line breaks and spaces ignored (as
+/// PEM-style wrapped keystores have them).
+fn decode_base64(value: &SecretValue) -> Result<SecretValue> {
+    let compact: Zeroizing<Vec<u8>> = Zeroizing::new(
+        value
+            .expose()
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace())
+            .collect(),
+    );
+    let lenient =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    for alphabet in [base64::alphabet::STANDARD, base64::alphabet::URL_SAFE] {
+        if let Ok(bytes) = GeneralPurpose::new(&alphabet, lenient).decode(&*compact) {
+            return Ok(SecretValue::new(bytes));
+        }
+    }
+    bail!("format=base64, but the value is not valid base64")
+}
+
+/// Renders an aggregate file from `(name, value)` pairs. For templates, a value that is a
+/// JSON object (a whole secret, no `#KEY`) is available as an object: `{{ db.password }}`.
+pub fn aggregate(kind: &AggregateKind, values: &[(&str, SecretValue)]) -> Result<SecretValue> {
+    match kind {
+        AggregateKind::Env => env_file(values),
+        AggregateKind::Json => json_file(values),
+        AggregateKind::Template(source) => template(source, values),
+    }
+    .context(Class::BadData)
+}
+
+fn text<'v>(name: &str, value: &'v SecretValue) -> Result<&'v str> {
+    std::str::from_utf8(value.expose()).map_err(|_| anyhow!("value {name} is not UTF-8 text"))
+}
+
+/// `NAME='value'` lines. Single quotes keep everything literal in `sh` and in dotenv
+/// parsers alike, as long as the value has no `'`, no `\\` and no trailing `\`
+/// (python-dotenv unescapes `\\` and `\'` even inside single quotes). Otherwise a value is
+/// double-quoted, which they all read the same way only without `"`, `\`, `$` and `` ` ``.
+/// Anything else has no spelling every parser agrees on, and is refused rather than
+/// published wrong.
+fn env_file(values: &[(&str, SecretValue)]) -> Result<SecretValue> {
+    let mut out = Zeroizing::new(String::new());
+    for (name, value) in values {
+        let value = text(name, value)?;
+        if value.contains('\0') {
+            bail!("value {name} contains a NUL byte, which no environment variable can hold");
+        }
+        let quote = if !value.contains('\'') && !value.contains("\\\\") && !value.ends_with('\\') {
+            '\''
+        } else if !value.contains(['"', '\\', '$', '`']) {
+            '"'
+        } else {
+            bail!(
+                "value {name} mixes a single quote with \\, \", $ or `, which sh and dotenv \
+                 parsers read differently; publish it as its own file instead"
+            );
+        };
+        out.push_str(name);
+        out.push('=');
+        out.push(quote);
+        out.push_str(value);
+        out.push(quote);
+        out.push('\n');
+    }
+    Ok(SecretValue::from_string(std::mem::take(&mut *out)))
+}
+
+/// `{"NAME": "value", ...}` followed by a newline, written without a parsed copy.
+fn json_file(values: &[(&str, SecretValue)]) -> Result<SecretValue> {
+    let capacity = values
+        .iter()
+        .map(|(n, v)| n.len() + v.len() * 2 + 8)
+        .sum::<usize>()
+        + 4;
+    let mut out = Zeroizing::new(Vec::with_capacity(capacity));
+    out.push(b'{');
+    for (index, (name, value)) in values.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, name)?;
+        out.push(b':');
+        serde_json::to_writer(&mut *out, text(name, value)?)?;
+    }
+    out.extend_from_slice(b"}\n");
+    Ok(SecretValue::new(std::mem::take(&mut *out)))
+}
+
+fn environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    // The output is a config file, not HTML.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+        .keep_trailing_newline(true)
+        .build()
+    {
+        env.set_syntax(syntax);
+    }
+    env
+}
+
+/// Compiles a template without rendering it, so syntax errors are usage errors.
+pub fn check_template(source: &str) -> Result<()> {
+    environment()
+        .template_from_str(source)
+        .map(drop)
+        .map_err(|err| anyhow!("template does not compile: {}", describe(&err)))
+}
+
+fn template(source: &str, values: &[(&str, SecretValue)]) -> Result<SecretValue> {
+    let env = environment();
+    let compiled = env
+        .template_from_str(source)
+        .map_err(|err| anyhow!("template does not compile: {}", describe(&err)))?;
+    let mut context = std::collections::BTreeMap::new();
+    for (name, value) in values {
+        let item = match extract::document(value) {
+            Some(document) if document.0.is_object() => {
+                minijinja::Value::from(minijinja::value::Serde(&document.0))
+            }
+            _ => minijinja::Value::from(text(name, value)?),
+        };
+        context.insert(*name, item);
+    }
+    let rendered = compiled
+        .render(context)
+        .map_err(|err| anyhow!("template failed: {}", describe(&err)))?;
+    Ok(SecretValue::from_string(rendered))
+}
+
+/// A minijinja error without its debug information, which can show variable values.
+fn describe(err: &minijinja::Error) -> String {
+    let mut text = format!("{}", err.kind());
+    if let Some(detail) = err.detail() {
+        text.push_str(": ");
+        text.push_str(detail);
+    }
+    if let Some(line) = err.line() {
+        text.push_str(&format!(" (line {line})"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(values: &[(&'static str, &str)]) -> Vec<(&'static str, SecretValue)> {
+        values
+            .iter()
+            .map(|(n, v)| (*n, SecretValue::from_string(v.to_string())))
+            .collect()
+    }
+
+    fn render(kind: &AggregateKind, values: &[(&'static str, &str)]) -> Result<String> {
+        aggregate(kind, &pairs(values)).map(|v| String::from_utf8(v.expose().to_vec()).unwrap())
+    }
+
+    #[test]
+    fn env_quoting_chooses_the_form_every_parser_reads_alike() {
+        let out = render(
+            &AggregateKind::Env,
+            &[
+                ("A", "plain"),
+                ("B", "it's"),
+                ("C", "$HOME \"x\" `y` \\z\nline 2"),
+                ("D", ""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "A='plain'\nB=\"it's\"\nC='$HOME \"x\" `y` \\z\nline 2'\nD=''\n"
+        );
+        for bad in [
+            "it's $HOME",
+            "it's \\",
+            "it's \"",
+            "a\\\\b $x",
+            "$x ends\\",
+            "nul\0",
+        ] {
+            let err = render(&AggregateKind::Env, &[("A", bad)]).unwrap_err();
+            assert_eq!(Class::of(&err), Class::BadData);
+            assert!(!format!("{err:#}").contains(bad), "{err:#}");
+        }
+    }
+
+    #[test]
+    fn json_file_escapes_values() {
+        let out = render(&AggregateKind::Json, &[("a", "x\"y\n"), ("b", "z")]).unwrap();
+        assert_eq!(out, "{\"a\":\"x\\\"y\\n\",\"b\":\"z\"}\n");
+        let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed["a"], "x\"y\n");
+    }
+
+    #[test]
+    fn templates_see_objects_and_strings_and_reject_undefined() {
+        let kind = AggregateKind::Template(
+            "url=postgres://{{ db.user }}:{{ pw }}@h/{{ db.name }}\n".into(),
+        );
+        let out = render(
+            &kind,
+            &[("db", r#"{"user":"u","name":"n"}"#), ("pw", "p&w")],
+        )
+        .unwrap();
+        assert_eq!(out, "url=postgres://u:p&w@h/n\n");
+
+        let missing = AggregateKind::Template("{{ db.nope }}".into());
+        let err = render(&missing, &[("db", r#"{"user":"sentinel-value"}"#)]).unwrap_err();
+        assert_eq!(Class::of(&err), Class::BadData);
+        assert!(!format!("{err:#}").contains("sentinel-value"), "{err:#}");
+
+        assert!(check_template("{{ unclosed").is_err());
+        assert!(check_template("{% for x in y %}{{ x }}{% endfor %}").is_ok());
+    }
+
+    #[test]
+    fn base64_accepts_wrapped_and_url_safe_input() {
+        let reference = |text: &str| SecretRef::parse(text).unwrap();
+        let decoded = value(
+            &reference("aws://x?format=base64"),
+            &SecretValue::from_string("AAEC\n/w==\n".into()),
+        )
+        .unwrap();
+        assert_eq!(decoded.expose(), [0, 1, 2, 255]);
+        let url_safe = value(
+            &reference("aws://x?format=base64"),
+            &SecretValue::from_string("_w".into()),
+        )
+        .unwrap();
+        assert_eq!(url_safe.expose(), [255]);
+        let err = value(
+            &reference("aws://x?format=base64"),
+            &SecretValue::from_string("not base64!".into()),
+        )
+        .unwrap_err();
+        assert_eq!(Class::of(&err), Class::BadData);
+    }
+}
