@@ -4,6 +4,7 @@
 #   scripts/localstack.sh start    install if missing, start, wait until healthy
 #   scripts/localstack.sh stop     stop the instance this script started
 #   scripts/localstack.sh status   exit 0 when an instance answers on the port
+#   scripts/localstack.sh python   print the venv's Python (it has boto3 and python-dotenv)
 #
 # LocalStack's own runtime needs Python >= 3.12. The virtualenv is cached outside
 # the repository (SECRET_SIDECAR_CACHE, default ~/.cache/secret-sidecar) so that a
@@ -116,5 +117,6 @@ case "${1:-}" in
     stop) stop ;;
     status) healthy ;;
     install) install ;;
-    *) echo "usage: $0 start|stop|status|install" >&2; exit 2 ;;
+    python) [ -x "$venv/bin/python" ] && echo "$venv/bin/python" ;;
+    *) echo "usage: $0 start|stop|status|install|python" >&2; exit 2 ;;
 esac

@@ -19,4 +19,7 @@ if ! scripts/localstack.sh status; then
     started=yes
 fi
 export LOCALSTACK_ENDPOINT="http://127.0.0.1:${LOCALSTACK_PORT:-4566}"
+# A Python with python-dotenv, for the env-file round trip (LocalStack's venv has one).
+SECRET_SIDECAR_TEST_PYTHON="$(scripts/localstack.sh python || true)"
+export SECRET_SIDECAR_TEST_PYTHON
 cargo test --locked "$@"

@@ -87,13 +87,19 @@ fn text<'v>(name: &str, value: &'v SecretValue) -> Result<&'v str> {
 /// (python-dotenv unescapes `\\` and `\'` even inside single quotes). Otherwise a value is
 /// double-quoted, which they all read the same way only without `"`, `\`, `$` and `` ` ``.
 /// Anything else has no spelling every parser agrees on, and is refused rather than
-/// published wrong.
+/// published wrong; so is `${`, which python-dotenv expands in every quoting.
 fn env_file(values: &[(&str, SecretValue)]) -> Result<SecretValue> {
     let mut out = Zeroizing::new(String::new());
     for (name, value) in values {
         let value = text(name, value)?;
         if value.contains('\0') {
             bail!("value {name} contains a NUL byte, which no environment variable can hold");
+        }
+        if value.contains("${") {
+            bail!(
+                "value {name} contains '${{', which python-dotenv expands as a variable whatever \
+                 the quoting; publish it as its own file instead"
+            );
         }
         let quote = if !value.contains('\'') && !value.contains("\\\\") && !value.ends_with('\\') {
             '\''
@@ -230,6 +236,7 @@ mod tests {
             "a\\\\b $x",
             "$x ends\\",
             "nul\0",
+            "${PATH}",
         ] {
             let err = render(&AggregateKind::Env, &[("A", bad)]).unwrap_err();
             assert_eq!(Class::of(&err), Class::BadData);
