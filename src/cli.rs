@@ -24,12 +24,15 @@ pub struct Cli {
     ///
     /// REF is aws://NAME_OR_ARN[?version-stage=STAGE|version-id=ID][#KEY]. #KEY publishes one
     /// string field of a JSON secret (#password, or a JSON Pointer like #/db/password).
+    /// Per-secret parameters: format=raw|explode|base64 (explode: one file per JSON member,
+    /// in a folder named FILE), optional (skip it if it does not exist), mode=0400,
+    /// owner=UID[:GID].
     /// Without FILE= the file is named after the secret: its name (for an ARN, without the
     /// random suffix), then the key, joined by '_', with characters outside [A-Za-z0-9._-]
     /// turned into '_' (aws://prod/db#password -> prod_db_password).
     /// In the environment variable, separate secrets with commas.
     ///
-    /// Example: --secret db=aws://prod/db#password
+    /// Example: --secret db=aws://prod/db#password --secret 'tls=aws://prod/tls?format=explode&mode=0400'
     #[arg(
         long = "secret",
         value_name = "[FILE=]REF",
@@ -38,7 +41,8 @@ pub struct Cli {
     )]
     pub secrets: Vec<String>,
 
-    /// A YAML file listing secrets, each with ref, and optionally file, key, mode, owner.
+    /// A YAML file listing secrets (ref, and optionally file, key, format, optional, mode,
+    /// owner) and aggregate files (env, json or template files built from several secrets).
     ///
     /// Example: --config /etc/secret-sidecar/secrets.yaml
     #[arg(long, value_name = "FILE", env = "SECRET_SIDECAR_CONFIG")]
