@@ -81,6 +81,14 @@ pub struct Cli {
     #[arg(long, env = "SECRET_SIDECAR_ALLOW_NON_TMPFS")]
     pub allow_non_tmpfs: bool,
 
+    /// A PEM file of CA certificates to trust in addition to the system's, for every
+    /// provider: private endpoints, TLS-inspecting proxies, tests. SSL_CERT_FILE, when set,
+    /// replaces the system's roots as usual.
+    ///
+    /// Example: --ca-file /etc/ssl/certs/corporate-ca.pem
+    #[arg(long, value_name = "FILE", env = "SECRET_SIDECAR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// Deadline for fetching every secret, including retries: 60, 60s, 1500ms or 2m.
     ///
     /// Example: --timeout 30s

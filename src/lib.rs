@@ -12,6 +12,7 @@ pub mod plan;
 pub mod providers;
 pub mod publish;
 pub mod reference;
+pub mod retry;
 pub mod run;
 pub mod secret;
 pub mod shape;

@@ -64,6 +64,8 @@ pub enum AggregateKind {
 #[derive(Debug)]
 pub struct Plan {
     pub output_dir: PathBuf,
+    /// Extra CA certificates (PEM) every provider trusts.
+    pub ca_file: Option<PathBuf>,
     pub allow_non_tmpfs: bool,
     pub items: Vec<Item>,
     pub aggregates: Vec<Aggregate>,
@@ -150,8 +152,12 @@ impl Plan {
         if cli.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }
+        if let Some(path) = &cli.ca_file {
+            std::fs::metadata(path).with_context(|| format!("--ca-file {}", path.display()))?;
+        }
         Ok(Plan {
             output_dir,
+            ca_file: cli.ca_file.clone(),
             allow_non_tmpfs: cli.allow_non_tmpfs,
             items,
             aggregates,

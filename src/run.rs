@@ -17,13 +17,10 @@ use crate::plan::{Owner, Plan, check_collisions};
 use crate::providers::{Fetched, Providers, Settings, Target};
 use crate::publish::{OutputDir, OutputFile};
 use crate::reference::{Format, SecretRef};
+use crate::retry::Policy;
 use crate::secret::SecretValue;
 use crate::shape;
 
-/// The longest a single HTTP attempt may take; the run's deadline bounds the total.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts per request for transient failures (the SDKs' standard retry policy).
-const MAX_ATTEMPTS: u32 = 3;
 /// The value-free description of the published set, beside the files.
 pub const MANIFEST: &str = "..manifest.json";
 
@@ -46,13 +43,15 @@ struct Output<'p> {
 pub async fn run(cli: &Cli) -> Result<()> {
     let plan = Plan::build(cli)?;
     let output = OutputDir::open(&plan.output_dir, plan.allow_non_tmpfs)?;
+    let mut policy = Policy::default();
+    policy.attempt_timeout = policy.attempt_timeout.min(plan.timeout);
     let settings = Settings {
-        attempt_timeout: ATTEMPT_TIMEOUT.min(plan.timeout),
-        max_attempts: MAX_ATTEMPTS,
+        attempt_timeout: policy.attempt_timeout,
+        ca_file: plan.ca_file.clone(),
     };
 
     let started = Instant::now();
-    let fetched = tokio::time::timeout(plan.timeout, fetch_all(&plan, &settings))
+    let fetched = tokio::time::timeout(plan.timeout, fetch_all(&plan, &settings, &policy))
         .await
         .map_err(|_| {
             anyhow!(
@@ -120,25 +119,34 @@ type Results<'p> = HashMap<&'p Target, Result<Got>>;
 /// Fetches each distinct secret once (two keys of one JSON secret cost one call), a
 /// bounded number at a time. Then decides: every failure fails the run, except a secret
 /// that does not exist and that only optional items use, which is skipped with a warning.
-async fn fetch_all<'p>(plan: &'p Plan, settings: &Settings) -> Result<Results<'p>> {
+async fn fetch_all<'p>(
+    plan: &'p Plan,
+    settings: &Settings,
+    policy: &Policy,
+) -> Result<Results<'p>> {
     let mut targets: Vec<&Target> = Vec::new();
     for reference in plan.references() {
         if !targets.contains(&&reference.target) {
             targets.push(&reference.target);
         }
     }
-    let providers = Providers::connect(targets.iter().copied(), settings).await?;
+    let providers = policy
+        .run(|| Providers::connect(targets.iter().copied(), settings))
+        .await?;
 
     let results: Results<'p> = stream::iter(&targets)
         .map(|target| {
             let providers = &providers;
             async move {
                 let started = Instant::now();
-                let result = providers.fetch(target).await.map(|fetched| Got {
-                    fetched,
-                    at: SystemTime::now(),
-                    took: started.elapsed(),
-                });
+                let result = policy
+                    .run(|| providers.fetch(target))
+                    .await
+                    .map(|fetched| Got {
+                        fetched,
+                        at: SystemTime::now(),
+                        took: started.elapsed(),
+                    });
                 if let Ok(got) = &result {
                     debug!(
                         target = ?target,

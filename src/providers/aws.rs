@@ -33,13 +33,10 @@ use aws_sdk_secretsmanager::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use tracing::info;
 
-use super::{Fetched, Provider, Settings, error_chain};
+use super::{Fetched, Provider, Settings, USER_AGENT, error_chain};
 use crate::exit::Class;
 use crate::reference::Params;
 use crate::secret::SecretValue;
-
-/// Appended to the SDK's own User-Agent on every request.
-const USER_AGENT_SUFFIX: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
 /// Which version of the secret to read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -156,8 +153,9 @@ impl Provider for Aws {
     type Target = AwsTarget;
 
     async fn connect(targets: &[&AwsTarget], settings: &Settings) -> Result<Aws> {
+        // One attempt per call: the core's retry policy repeats transient failures.
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::standard().with_max_attempts(settings.max_attempts))
+            .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(settings.attempt_timeout)
@@ -403,8 +401,8 @@ impl Intercept for UserAgentSuffix {
     ) -> Result<(), BoxError> {
         let headers = context.request_mut().headers_mut();
         let agent = match headers.get("user-agent") {
-            Some(existing) => format!("{existing} {USER_AGENT_SUFFIX}"),
-            None => USER_AGENT_SUFFIX.to_owned(),
+            Some(existing) => format!("{existing} {USER_AGENT}"),
+            None => USER_AGENT.to_owned(),
         };
         headers.insert("user-agent", agent);
         Ok(())

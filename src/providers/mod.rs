@@ -9,6 +9,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -27,13 +28,27 @@ pub struct Fetched {
 /// Settings every provider honours.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Upper bound for one HTTP attempt, including connection set-up.
+    /// Upper bound for one HTTP attempt, including connection set-up. The core also
+    /// enforces it from outside; providers pass it to their SDK so sockets are not left
+    /// waiting.
     pub attempt_timeout: Duration,
-    /// How many attempts a transient failure gets.
-    pub max_attempts: u32,
+    /// A PEM bundle to trust in addition to the platform's roots (`--ca-file`), for
+    /// private endpoints, proxies and tests. `SSL_CERT_FILE` is honoured as well.
+    pub ca_file: Option<PathBuf>,
 }
 
+/// `secret-sidecar/<version>`, for every provider's User-Agent.
+pub const USER_AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
+
 /// One secret store. Implementations fetch only; they never write anything.
+///
+/// The contract every provider keeps:
+/// - `connect` and `fetch` make **one attempt** each: the SDK's own retries are switched
+///   off, because [`crate::retry::Policy`] retries for all providers alike;
+/// - every error is tagged with a [`Class`] (`Transient` for connection errors,
+///   timeouts, throttling and 5xx; `Auth`, `NotFound`, `Denied`, `BadData`, ... for the
+///   rest), and carries a [`crate::retry::RetryAfter`] when the server sent one;
+/// - error text comes from `Display` only (see [`error_chain`]), never `Debug`.
 ///
 /// The futures need not be `Send`: a run drives them all on one current-thread runtime.
 #[allow(async_fn_in_trait)]
