@@ -48,40 +48,36 @@ pub struct Server {
     requests: Arc<Mutex<Vec<Request>>>,
 }
 
+type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
 impl Server {
     /// Serves `responses` in order; the last one repeats.
     pub fn start(responses: Vec<Response>) -> Server {
+        let served = std::sync::atomic::AtomicUsize::new(0);
+        Server::with_handler(move |_| {
+            let index = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let response = &responses[index.min(responses.len() - 1)];
+            Response {
+                status: response.status,
+                headers: response.headers.clone(),
+                body: response.body.clone(),
+            }
+        })
+    }
+
+    /// Answers every request with `handler`, which sees the method, path, headers and
+    /// body, so a fake can check what a client sent and answer per route.
+    pub fn with_handler(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::clone(&requests);
+        let handler: Arc<Handler> = Arc::new(handler);
         thread::spawn(move || {
-            let mut served = 0usize;
             for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                // Keep-alive: answer every request on the connection.
-                while let Some(request) = read_request(&mut reader) {
-                    seen.lock().unwrap().push(request);
-                    let response = &responses[served.min(responses.len() - 1)];
-                    served += 1;
-                    let mut head = format!(
-                        "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
-                        response.status,
-                        response.body.len()
-                    );
-                    for (name, value) in &response.headers {
-                        head.push_str(&format!("{name}: {value}\r\n"));
-                    }
-                    head.push_str("\r\n");
-                    if stream
-                        .write_all(head.as_bytes())
-                        .and_then(|_| stream.write_all(response.body.as_bytes()))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
+                let Ok(stream) = stream else { return };
+                let (seen, handler) = (Arc::clone(&seen), Arc::clone(&handler));
+                thread::spawn(move || serve(stream, &seen, &*handler));
             }
         });
         Server { url, requests }
@@ -89,6 +85,45 @@ impl Server {
 
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Answers every request on one connection (keep-alive) until the client closes it.
+pub fn serve<S: std::io::Read + Write>(stream: S, seen: &Mutex<Vec<Request>>, handler: &Handler) {
+    let mut reader = BufReader::new(stream);
+    while let Some(request) = read_request(&mut reader) {
+        let response = handler(&request);
+        seen.lock().unwrap().push(request);
+        let mut head = format!(
+            "HTTP/1.1 {} X\r\ncontent-length: {}\r\n",
+            response.status,
+            response.body.len()
+        );
+        for (name, value) in &response.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let stream = reader.get_mut();
+        if stream
+            .write_all(head.as_bytes())
+            .and_then(|_| stream.write_all(response.body.as_bytes()))
+            .and_then(|_| stream.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+impl Request {
+    /// The method, from the request line.
+    pub fn method(&self) -> &str {
+        self.line.split(' ').next().unwrap_or_default()
+    }
+
+    /// The path with its query, from the request line.
+    pub fn target(&self) -> &str {
+        self.line.split(' ').nth(1).unwrap_or_default()
     }
 }
 
