@@ -153,7 +153,11 @@ impl Plan {
             bail!("--concurrency must be at least 1");
         }
         if let Some(path) = &cli.ca_file {
-            std::fs::metadata(path).with_context(|| format!("--ca-file {}", path.display()))?;
+            let pem =
+                std::fs::read(path).with_context(|| format!("--ca-file {}", path.display()))?;
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                bail!("--ca-file {} holds no PEM certificate", path.display());
+            }
         }
         Ok(Plan {
             output_dir,

@@ -85,6 +85,22 @@ fn usage_errors_exit_2_and_touch_nothing() {
             "soon".into(),
         ],
         vec!["--output-dir".into(), dir.into(), "--no-such-flag".into()],
+        vec![
+            "--output-dir".into(),
+            dir.into(),
+            "--secret".into(),
+            "aws://x".into(),
+            "--ca-file".into(),
+            "/nonexistent.pem".into(),
+        ],
+        vec![
+            "--output-dir".into(),
+            dir.into(),
+            "--secret".into(),
+            "aws://x".into(),
+            "--ca-file".into(),
+            "/etc/hostname".into(),
+        ],
     ];
     for args in cases {
         let run = offline().args(&args).run();

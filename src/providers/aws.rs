@@ -154,14 +154,16 @@ impl Provider for Aws {
 
     async fn connect(targets: &[&AwsTarget], settings: &Settings) -> Result<Aws> {
         // One attempt per call: the core's retry policy repeats transient failures.
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .retry_config(RetryConfig::disabled())
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .connect_timeout(settings.attempt_timeout)
-                    .operation_attempt_timeout(settings.attempt_timeout)
-                    .build(),
-            );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(path) = &settings.ca_file {
+            loader = loader.http_client(http_client_trusting(path)?);
+        }
+        let mut loader = loader.retry_config(RetryConfig::disabled()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(settings.attempt_timeout)
+                .operation_attempt_timeout(settings.attempt_timeout)
+                .build(),
+        );
         // When every secret is an ARN and the environment names no region, take the
         // region from the ARN rather than probing profiles and instance metadata for one.
         let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
@@ -311,6 +313,28 @@ fn classify_service(err: &GetSecretValueError, status: u16) -> Class {
             _ => Class::Internal,
         },
     }
+}
+
+/// The SDK's own HTTPS client (rustls with aws-lc, the platform's roots, which
+/// `SSL_CERT_FILE` replaces), trusting the PEM bundle at `path` as well. It serves STS and
+/// the container credential endpoints too, since it is set on the shared config.
+fn http_client_trusting(
+    path: &std::path::Path,
+) -> Result<aws_sdk_secretsmanager::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let pem = std::fs::read(path)
+        .with_context(|| format!("reading --ca-file {}", path.display()))
+        .context(Class::Usage)?;
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+        .build()
+        .map_err(|err| anyhow!(error_chain(&err)))
+        .with_context(|| format!("--ca-file {}", path.display()))
+        .context(Class::Usage)?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
 }
 
 /// The name of the credential-chain link that produced `credentials` (`Environment`,
