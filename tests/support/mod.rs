@@ -427,4 +427,5 @@ pub fn wait_a_moment() {
     std::thread::sleep(Duration::from_millis(20));
 }
 
+pub mod deploy;
 pub mod http;

@@ -1,0 +1,744 @@
+//! The deployment artifacts cannot drift from the binary: each one is read as its platform
+//! would read it, and the real binary runs with exactly the arguments and environment it
+//! gives, against LocalStack, as the user it names, into a directory prepared the way the
+//! platform prepares the shared volume; then the files the app's command names are read
+//! as the app's user. Renaming a flag or a variable, moving a mount, or changing a user or
+//! group in one place only makes one of these tests fail.
+//!
+//! Replaced, because they point off this machine: the output directory (a scratch
+//! directory), the AWS endpoint (LocalStack), and what the platform injects for identity
+//! (a web-identity token file for IRSA; a loopback stand-in for the EKS Pod Identity
+//! Agent and the ECS credentials endpoint).
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::Value;
+use support::deploy::{
+    DEFAULT_ACCOUNT, Ids, Invocation, Reader, VERSION, Volume, VolumeDir, binary_for,
+    documented_env_vars, image_parts, json, kustomize, read, read_as_app, run_sidecar, seed,
+    str_at, strings, yaml,
+};
+use support::http::{Response, Server};
+use support::{Scratch, Seeder, fake_jwt};
+
+const OVERLAYS: [&str; 2] = [
+    "kubernetes-manifests/overlays/aws-irsa",
+    "kubernetes-manifests/overlays/aws-pod-identity",
+];
+const TASK_DEFINITIONS: [&str; 2] = ["ecs-task-def/ec2.json", "ecs-task-def/fargate.json"];
+const COMPOSE: &str = "docker-compose.yml";
+
+/// One deployment of secret-sidecar: how it runs, who reads its output, and the volume.
+struct Deployment {
+    sidecar: Invocation,
+    readers: Vec<Reader>,
+    volume: Volume,
+}
+
+/// Seeds, runs, and checks one deployment; `identity` is what the platform injects and
+/// `source` the identity source the run must report.
+fn exercise(deployment: &Deployment, account: &str, identity: &[(&str, String)], source: &str) {
+    let sidecar = &deployment.sidecar;
+    let documented = documented_env_vars();
+    for (name, _) in &sidecar.env {
+        if name.starts_with("SECRET_SIDECAR_") {
+            assert!(
+                documented.contains(name),
+                "{}: {name} is not a variable the binary reads ({documented:?})",
+                sidecar.what
+            );
+        }
+    }
+
+    let _ = Seeder::new(); // a clear message when LocalStack is not running
+    let expected = seed(sidecar, account);
+    let bin_dir = Scratch::tmpfs("deploy-bin");
+    let binary = binary_for(&bin_dir);
+    let volume = VolumeDir::new(deployment.volume, "deploy-volume");
+
+    let run = run_sidecar(sidecar, &binary, &volume.path, identity);
+    run.expect_code(0).expect_stderr(source);
+    assert!(
+        run.stdout.is_empty(),
+        "{}: stdout {}",
+        sidecar.what,
+        run.stdout
+    );
+    if sidecar.option("log-format").as_deref() == Some("json") {
+        for line in run.stderr.lines().filter(|l| !l.trim().is_empty()) {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|e| panic!("{}: log line is not JSON ({e}): {line}", sidecar.what));
+        }
+    }
+    for (file, content) in &expected {
+        run.expect_no_leak(content);
+        assert!(
+            volume.path.join(file).exists(),
+            "{}: {file} was not published",
+            sidecar.what
+        );
+    }
+
+    let mode = sidecar
+        .option("mode")
+        .map_or(0o440, |m| u32::from_str_radix(&m, 8).unwrap());
+    assert!(
+        !deployment.readers.is_empty(),
+        "{}: nobody reads the volume",
+        sidecar.what
+    );
+    for reader in &deployment.readers {
+        assert!(
+            reader.read_only,
+            "{}: mount the secrets read-only",
+            reader.what
+        );
+        for path in &reader.paths {
+            let file = path
+                .strip_prefix(&format!("{}/", reader.mount_path.trim_end_matches('/')))
+                .unwrap();
+            let want = expected.get(file).unwrap_or_else(|| {
+                panic!(
+                    "{}: reads {path}, but the sidecar publishes only {:?}",
+                    reader.what,
+                    expected.keys()
+                )
+            });
+            let got = read_as_app(reader, &volume.path, path).unwrap_or_else(|err| {
+                panic!(
+                    "{}: user {:?} cannot read {path}: {err}",
+                    reader.what, reader.user
+                )
+            });
+            assert_eq!(&got, want, "{}: content of {path}", reader.what);
+            let actual = fs::metadata(volume.path.join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(actual & 0o7777, mode, "{}: mode of {path}", reader.what);
+        }
+    }
+}
+
+/// A loopback stand-in for a container credentials endpoint (the EKS Pod Identity Agent,
+/// the ECS agent): it hands out static credentials for `account`.
+fn credentials_server(account: &str) -> Server {
+    Server::start(vec![Response::json(
+        200,
+        format!(
+            r#"{{"AccessKeyId":"{account}","SecretAccessKey":"test","Token":"test-session","Expiration":"2099-01-01T00:00:00Z"}}"#
+        ),
+    )])
+}
+
+// ---------------------------------------------------------------------------------------
+// Kubernetes
+
+/// Every workload's pod spec in a rendered overlay, with a name for messages.
+fn pod_specs(objects: &[Value]) -> Vec<(String, &Value, &Value)> {
+    objects
+        .iter()
+        .filter_map(|object| {
+            let template = match object["kind"].as_str()? {
+                "Deployment" | "StatefulSet" | "DaemonSet" | "Job" => &object["spec"]["template"],
+                "CronJob" => &object["spec"]["jobTemplate"]["spec"]["template"],
+                "Pod" => object,
+                _ => return None,
+            };
+            let name = format!(
+                "{}/{}",
+                object["kind"].as_str()?,
+                str_at(object, "/metadata/name")
+            );
+            Some((name, template, &template["spec"]))
+        })
+        .collect()
+}
+
+fn k8s_ids(pod: &Value, container: &Value, what: &str) -> Ids {
+    let field = |name: &str| {
+        container["securityContext"][name]
+            .as_u64()
+            .or_else(|| pod["securityContext"][name].as_u64())
+            .unwrap_or_else(|| panic!("{what}: no numeric {name}"))
+            .try_into()
+            .unwrap()
+    };
+    let mut groups: Vec<u32> = pod["securityContext"]["supplementalGroups"]
+        .as_array()
+        .map(|gs| gs.iter().map(|g| g.as_u64().unwrap() as u32).collect())
+        .unwrap_or_default();
+    if let Some(fs_group) = pod["securityContext"]["fsGroup"].as_u64() {
+        groups.push(fs_group as u32);
+    }
+    Ids {
+        uid: field("runAsUser"),
+        gid: field("runAsGroup"),
+        groups,
+    }
+}
+
+fn k8s_deployments(overlay: &str) -> Vec<(String, Deployment, Value)> {
+    let objects = kustomize(overlay);
+    let mut out = Vec::new();
+    for (name, template, pod) in pod_specs(&objects) {
+        let what = format!("{overlay} {name}");
+        let sidecars: Vec<&Value> = pod["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| image_parts(str_at(c, "/image")).0 == "secret-sidecar")
+            .collect();
+        assert_eq!(
+            sidecars.len(),
+            1,
+            "{what}: one secret-sidecar init container"
+        );
+        let container = sidecars[0];
+        assert!(
+            container.get("command").is_none(),
+            "{what}: `command` would replace the image's entrypoint; use `args`"
+        );
+        let env = container["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let value = e["value"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{what}: env {e} has no literal value"));
+                (str_at(e, "/name").to_owned(), value.to_owned())
+            })
+            .collect();
+        let sidecar = Invocation {
+            what: what.clone(),
+            args: strings(container.get("args")),
+            env,
+            user: k8s_ids(pod, container, &what),
+        };
+
+        let output_dir = sidecar.option("output-dir").expect("--output-dir");
+        let mount = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["mountPath"].as_str() == Some(output_dir.as_str()))
+            .unwrap_or_else(|| panic!("{what}: no volume is mounted at {output_dir}"));
+        let volume_name = str_at(mount, "/name");
+        let volume = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"].as_str() == Some(volume_name))
+            .unwrap_or_else(|| panic!("{what}: no volume {volume_name}"));
+        assert_eq!(
+            volume["emptyDir"]["medium"].as_str(),
+            Some("Memory"),
+            "{what}: the secrets volume must be emptyDir {{medium: Memory}}"
+        );
+
+        let skipped = template["metadata"]["annotations"]["eks.amazonaws.com/skip-containers"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            !skipped
+                .split(',')
+                .any(|c| c.trim() == str_at(container, "/name")),
+            "{what}: eks.amazonaws.com/skip-containers must not name the sidecar"
+        );
+
+        let readers = pod["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|app| {
+                let mount = app["volumeMounts"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["name"].as_str() == Some(volume_name))?;
+                let mut command = strings(app.get("command"));
+                command.extend(strings(app.get("args")));
+                let app_what = format!("{what} container {}", str_at(app, "/name"));
+                Some(Reader::new(
+                    &app_what,
+                    &command,
+                    str_at(mount, "/mountPath"),
+                    mount["readOnly"].as_bool() == Some(true),
+                    k8s_ids(pod, app, &app_what),
+                ))
+            })
+            .collect();
+        let fs_group = pod["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
+        let service_account = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "ServiceAccount" && o["metadata"]["name"] == pod["serviceAccountName"]
+            })
+            .unwrap_or_else(|| panic!("{what}: its ServiceAccount is not in the overlay"))
+            .clone();
+        out.push((
+            what,
+            Deployment {
+                sidecar,
+                readers,
+                volume: Volume::EmptyDir { fs_group },
+            },
+            service_account,
+        ));
+    }
+    assert!(!out.is_empty(), "{overlay}: no workload");
+    out
+}
+
+#[test]
+fn kubernetes_irsa_overlay_runs_as_written() {
+    for (what, deployment, account) in k8s_deployments(OVERLAYS[0]) {
+        let role = str_at(
+            &account,
+            "/metadata/annotations/eks.amazonaws.com~1role-arn",
+        );
+        let role_account = role.split(':').nth(4).expect("a role ARN");
+        // What the EKS pod identity webhook injects: the role, and a projected token for
+        // this namespace and service account.
+        let token_dir = Scratch::tmpfs("irsa-token");
+        let token = token_dir.path.join("token");
+        let subject = format!(
+            "system:serviceaccount:{}:{}",
+            str_at(&account, "/metadata/namespace"),
+            str_at(&account, "/metadata/name")
+        );
+        fs::write(&token, fake_jwt(&subject)).unwrap();
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+        eprintln!("{what}: as {role}");
+        exercise(
+            &deployment,
+            role_account,
+            &[
+                ("AWS_ROLE_ARN", role.to_owned()),
+                ("AWS_WEB_IDENTITY_TOKEN_FILE", token.display().to_string()),
+                ("AWS_STS_REGIONAL_ENDPOINTS", "regional".to_owned()),
+            ],
+            "WebIdentityToken",
+        );
+    }
+}
+
+#[test]
+fn kubernetes_pod_identity_overlay_runs_as_written() {
+    for (what, deployment, account) in k8s_deployments(OVERLAYS[1]) {
+        assert!(
+            account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_null(),
+            "{what}: with EKS Pod Identity the ServiceAccount must not carry the IRSA annotation"
+        );
+        // What the EKS Pod Identity webhook injects: the agent's URL and a token file
+        // whose contents go in the Authorization header.
+        let agent = credentials_server(DEFAULT_ACCOUNT);
+        let token_dir = Scratch::tmpfs("pod-identity-token");
+        let token = token_dir.path.join("eks-pod-identity-token");
+        let jwt = fake_jwt("system:serviceaccount:pod-identity");
+        fs::write(&token, &jwt).unwrap();
+        fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
+        exercise(
+            &deployment,
+            DEFAULT_ACCOUNT,
+            &[
+                (
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    format!("{}/v1/credentials", agent.url),
+                ),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    token.display().to_string(),
+                ),
+            ],
+            "EcsContainer",
+        );
+        let requests = agent.requests();
+        assert!(!requests.is_empty(), "{what}: the agent was never asked");
+        assert_eq!(requests[0].header("authorization"), Some(jwt.as_str()));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ECS
+
+fn container<'t>(task: &'t Value, name: &str) -> &'t Value {
+    task["containerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// The Dockerfile's `VOLUME` path and the owner of the directory it copies there.
+fn dockerfile_volume() -> (String, u32, u32) {
+    let dockerfile = read("Dockerfile");
+    let volume = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("VOLUME "))
+        .expect("the Dockerfile declares a VOLUME");
+    let path = serde_json::from_str::<Vec<String>>(volume).expect("VOLUME [\"/path\"]")[0].clone();
+    let owner = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && l.trim_end().trim_end_matches('/').ends_with(&path))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("--chown="))
+        })
+        .unwrap_or("0:0");
+    let ids = Ids::docker(owner);
+    (path, ids.uid, ids.gid)
+}
+
+fn ecs_deployment(path: &str) -> (Deployment, Value) {
+    let task = json(path);
+    let containers = task["containerDefinitions"].as_array().unwrap();
+    let sidecars: Vec<&Value> = containers
+        .iter()
+        .filter(|c| image_parts(str_at(c, "/image")).0 == "secret-sidecar")
+        .collect();
+    assert_eq!(sidecars.len(), 1, "{path}: one secret-sidecar container");
+    let sc = sidecars[0];
+    let sc_name = str_at(sc, "/name");
+    let what = format!("{path} {sc_name}");
+    assert_eq!(sc["essential"], false, "{what}: must be essential: false");
+    assert!(
+        sc.get("entryPoint").is_none(),
+        "{what}: entryPoint would replace the binary; use command"
+    );
+    let sidecar = Invocation {
+        what: what.clone(),
+        args: strings(sc.get("command")),
+        env: sc["environment"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    str_at(e, "/name").to_owned(),
+                    str_at(e, "/value").to_owned(),
+                )
+            })
+            .collect(),
+        user: Ids::docker(str_at(sc, "/user")),
+    };
+    let output_dir = sidecar.option("output-dir").expect("--output-dir");
+    let mount = sc["mountPoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["containerPath"].as_str() == Some(output_dir.as_str()))
+        .unwrap_or_else(|| panic!("{what}: nothing is mounted at {output_dir}"));
+    let source = str_at(mount, "/sourceVolume");
+    let volume_def = task["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str() == Some(source))
+        .unwrap_or_else(|| panic!("{path}: no volume {source}"));
+
+    let volume = if let Some(docker) = volume_def.get("dockerVolumeConfiguration") {
+        assert_eq!(docker["driver"], "local", "{path}");
+        assert_eq!(docker["scope"], "task", "{path}: a task-scoped volume");
+        assert_eq!(docker["driverOpts"]["type"], "tmpfs", "{path}");
+        assert_eq!(docker["driverOpts"]["device"], "tmpfs", "{path}");
+        // Docker unmounts (and so empties) a tmpfs volume when its last container stops:
+        // something must hold it from before the sidecar starts until the app has.
+        let holders: Vec<&str> = sc["dependsOn"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["condition"] == "START")
+            .map(|d| str_at(d, "/containerName"))
+            .filter(|name| {
+                container(&task, name)["mountPoints"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| m["sourceVolume"].as_str() == Some(source))
+            })
+            .collect();
+        assert!(
+            !holders.is_empty(),
+            "{what}: must dependsOn (START) a container that keeps {source} mounted"
+        );
+        Volume::docker_tmpfs(docker["driverOpts"]["o"].as_str().unwrap_or_default())
+    } else {
+        assert!(
+            volume_def.get("host").is_none() && volume_def.get("efsVolumeConfiguration").is_none(),
+            "{path}: a task bind mount is the only other volume for secrets"
+        );
+        // Fargate makes the volume root-owned 0755 unless an image declares the same
+        // path as a VOLUME; then it starts as a copy of that directory.
+        let (image_path, uid, gid) = dockerfile_volume();
+        assert_eq!(
+            image_path, output_dir,
+            "{what}: on Fargate the output directory must be the image's VOLUME, or it is root-owned"
+        );
+        Volume::FargateBind {
+            uid,
+            gid,
+            mode: 0o755,
+        }
+    };
+
+    let readers = containers
+        .iter()
+        .filter(|c| {
+            c["dependsOn"].as_array().into_iter().flatten().any(|d| {
+                d["containerName"].as_str() == Some(sc_name) && d["condition"] == "SUCCESS"
+            })
+        })
+        .map(|app| {
+            let mount = app["mountPoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["sourceVolume"].as_str() == Some(source))
+                .unwrap_or_else(|| panic!("{path}: the app does not mount {source}"));
+            let mut command = strings(app.get("entryPoint"));
+            command.extend(strings(app.get("command")));
+            let app_what = format!("{path} {}", str_at(app, "/name"));
+            Reader::new(
+                &app_what,
+                &command,
+                str_at(mount, "/containerPath"),
+                mount["readOnly"] == true,
+                Ids::docker(str_at(app, "/user")),
+            )
+        })
+        .collect();
+    (
+        Deployment {
+            sidecar,
+            readers,
+            volume,
+        },
+        task,
+    )
+}
+
+fn ecs_run(path: &str) {
+    let (deployment, task) = ecs_deployment(path);
+    let role = str_at(&task, "/taskRoleArn");
+    let account = role.split(':').nth(4).unwrap();
+    assert_ne!(
+        task["executionRoleArn"], task["taskRoleArn"],
+        "{path}: the execution role must not be the task role"
+    );
+    // The ECS agent's credentials endpoint (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, always
+    // at 169.254.170.2) cannot be redirected; FULL_URI goes through the same provider.
+    let agent = credentials_server(account);
+    exercise(
+        &deployment,
+        account,
+        &[(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("{}/v2/credentials/task", agent.url),
+        )],
+        "EcsContainer",
+    );
+    assert!(
+        !agent.requests().is_empty(),
+        "{path}: credentials never asked for"
+    );
+}
+
+#[test]
+fn ecs_ec2_task_definition_runs_as_written() {
+    ecs_run(TASK_DEFINITIONS[0]);
+}
+
+#[test]
+fn ecs_fargate_task_definition_runs_as_written() {
+    ecs_run(TASK_DEFINITIONS[1]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Docker Compose
+
+/// A Compose string as the container sees it: `$$` is a literal `$`, and nothing here may
+/// depend on interpolation from the user's environment.
+fn compose_literal(text: &str, what: &str) -> String {
+    assert!(
+        !text.replace("$$", "").contains('$'),
+        "{what}: {text:?} depends on interpolation"
+    );
+    text.replace("$$", "$")
+}
+
+fn compose_strings(value: &Value, what: &str) -> Vec<String> {
+    assert!(
+        value.is_null() || value.is_array(),
+        "{what}: write command as a list, not a string a shell would split"
+    );
+    strings(Some(value))
+        .iter()
+        .map(|s| compose_literal(s, what))
+        .collect()
+}
+
+/// `SOURCE:TARGET[:ro]` entries of a service's volumes.
+fn compose_mounts(service: &Value) -> Vec<(String, String, bool)> {
+    strings(service.get("volumes"))
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            (
+                parts[0].to_owned(),
+                parts[1].to_owned(),
+                parts.get(2) == Some(&"ro"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn compose_secret_sidecar_service_runs_as_written() {
+    let compose = yaml(COMPOSE);
+    let services = compose["services"].as_object().unwrap();
+    let (name, service) = services
+        .iter()
+        .find(|(_, s)| {
+            s["image"]
+                .as_str()
+                .is_some_and(|i| image_parts(i).0 == "secret-sidecar")
+        })
+        .expect("a secret-sidecar service");
+    let what = format!("{COMPOSE} {name}");
+    assert!(
+        service.get("build").is_some(),
+        "{what}: built from the Dockerfile"
+    );
+    assert!(
+        service.get("entrypoint").is_none(),
+        "{what}: keep the image's entrypoint"
+    );
+    let env = service["environment"]
+        .as_object()
+        .expect("environment as a map")
+        .iter()
+        .map(|(k, v)| {
+            let value = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            (k.clone(), compose_literal(&value, &what))
+        })
+        .collect();
+    let sidecar = Invocation {
+        what: what.clone(),
+        args: compose_strings(&service["command"], &what),
+        env,
+        user: Ids::docker(str_at(service, "/user")),
+    };
+    let output_dir = sidecar.option("output-dir").expect("--output-dir");
+    let (volume_name, _, _) = compose_mounts(service)
+        .into_iter()
+        .find(|(_, target, _)| *target == output_dir)
+        .unwrap_or_else(|| panic!("{what}: nothing is mounted at {output_dir}"));
+    let volume_def = &compose["volumes"][&volume_name];
+    assert_eq!(volume_def["driver_opts"]["type"], "tmpfs", "{COMPOSE}");
+    assert_eq!(volume_def["driver_opts"]["device"], "tmpfs", "{COMPOSE}");
+    let volume = Volume::docker_tmpfs(volume_def["driver_opts"]["o"].as_str().unwrap_or_default());
+
+    // The tmpfs volume is unmounted, contents and all, when its last container stops:
+    // the sidecar must wait for a service that keeps it mounted.
+    let held = service["depends_on"].as_object().is_some_and(|deps| {
+        deps.iter().any(|(dep, how)| {
+            how["condition"] == "service_started"
+                && compose_mounts(&services[dep])
+                    .iter()
+                    .any(|(v, _, _)| *v == volume_name)
+        })
+    });
+    assert!(
+        held,
+        "{what}: must depend on a running service that mounts {volume_name}"
+    );
+
+    let readers = services
+        .iter()
+        .filter(|(_, s)| {
+            s["depends_on"][name.as_str()]["condition"] == "service_completed_successfully"
+        })
+        .map(|(app_name, app)| {
+            let app_what = format!("{COMPOSE} {app_name}");
+            let (_, target, read_only) = compose_mounts(app)
+                .into_iter()
+                .find(|(v, _, _)| *v == volume_name)
+                .unwrap_or_else(|| panic!("{app_what}: does not mount {volume_name}"));
+            let mut command = compose_strings(&app["entrypoint"], &app_what);
+            command.extend(compose_strings(&app["command"], &app_what));
+            Reader::new(
+                &app_what,
+                &command,
+                &target,
+                read_only,
+                Ids::docker(str_at(app, "/user")),
+            )
+        })
+        .collect();
+
+    // Compose passes static LocalStack keys; they name LocalStack's default account.
+    exercise(
+        &Deployment {
+            sidecar,
+            readers,
+            volume,
+        },
+        DEFAULT_ACCOUNT,
+        &[],
+        "source=Environment",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Versions
+
+#[test]
+fn every_artifact_names_the_crate_version() {
+    let mut seen = Vec::new();
+    for overlay in OVERLAYS {
+        let objects = kustomize(overlay);
+        for (name, _, pod) in pod_specs(&objects) {
+            for list in ["initContainers", "containers"] {
+                for c in pod[list].as_array().into_iter().flatten() {
+                    let image = str_at(c, "/image");
+                    if image_parts(image).0 == "secret-sidecar" {
+                        assert_eq!(image_parts(image).1, VERSION, "{overlay} {name}: {image}");
+                        seen.push(format!("{overlay} {name}"));
+                    }
+                }
+            }
+        }
+    }
+    for path in TASK_DEFINITIONS {
+        for c in json(path)["containerDefinitions"].as_array().unwrap() {
+            let image = str_at(c, "/image");
+            if image_parts(image).0 == "secret-sidecar" {
+                assert_eq!(image_parts(image).1, VERSION, "{path}: {image}");
+                seen.push(path.to_owned());
+            }
+        }
+    }
+    for (name, service) in yaml(COMPOSE)["services"].as_object().unwrap() {
+        if let Some(image) = service["image"].as_str()
+            && image_parts(image).0 == "secret-sidecar"
+        {
+            assert_eq!(image_parts(image).1, VERSION, "{COMPOSE} {name}: {image}");
+            seen.push(COMPOSE.to_owned());
+        }
+    }
+    let label = format!("org.opencontainers.image.version=\"{VERSION}\"");
+    assert!(
+        read("Dockerfile").contains(&label),
+        "the Dockerfile's {label} label"
+    );
+    // Two workloads in each of the two overlays, two task definitions, one service.
+    assert_eq!(seen.len(), 7, "images checked: {seen:#?}");
+}
