@@ -89,6 +89,22 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", env = "SECRET_SIDECAR_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// AWS only: read up to 20 secrets per call with BatchGetSecretValue. auto batches
+    /// when a region has two or more current-version secrets and falls back to one
+    /// GetSecretValue per secret if the batch call is denied or throttled; always batches
+    /// even one secret and fails if the batch call fails; never uses GetSecretValue only.
+    /// Batching needs secretsmanager:BatchGetSecretValue as well as GetSecretValue.
+    ///
+    /// Example: --aws-batch never
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        env = "SECRET_SIDECAR_AWS_BATCH",
+        default_value = "auto"
+    )]
+    pub aws_batch: AwsBatch,
+
     /// Deadline for fetching every secret, including retries: 60, 60s, 1500ms or 2m.
     ///
     /// Example: --timeout 30s
@@ -123,6 +139,13 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AwsBatch {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

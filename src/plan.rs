@@ -66,6 +66,7 @@ pub struct Plan {
     pub output_dir: PathBuf,
     /// Extra CA certificates (PEM) every provider trusts.
     pub ca_file: Option<PathBuf>,
+    pub aws_batch: crate::cli::AwsBatch,
     pub allow_non_tmpfs: bool,
     pub items: Vec<Item>,
     pub aggregates: Vec<Aggregate>,
@@ -162,6 +163,7 @@ impl Plan {
         Ok(Plan {
             output_dir,
             ca_file: cli.ca_file.clone(),
+            aws_batch: cli.aws_batch,
             allow_non_tmpfs: cli.allow_non_tmpfs,
             items,
             aggregates,

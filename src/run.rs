@@ -48,6 +48,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
     let settings = Settings {
         attempt_timeout: policy.attempt_timeout,
         ca_file: plan.ca_file.clone(),
+        aws_batch: plan.aws_batch,
     };
 
     let started = Instant::now();
@@ -133,6 +134,7 @@ async fn fetch_all<'p>(
     let providers = policy
         .run(|| Providers::connect(targets.iter().copied(), settings))
         .await?;
+    providers.prefetch(targets.iter().copied()).await?;
 
     let results: Results<'p> = stream::iter(&targets)
         .map(|target| {

@@ -458,3 +458,94 @@ fn sentinel_never_reaches_any_output_even_at_trace_level() {
         }
     }
 }
+
+#[test]
+fn current_versions_are_batched_twenty_per_call() {
+    let mut seed = Seeder::new();
+    let names: Vec<String> = (0..25).map(|i| unique(&format!("batch{i}"))).collect();
+    for name in &names {
+        seed.string(name, &format!("value of {name}"));
+    }
+    let out = Scratch::tmpfs("batch");
+    let args: Vec<String> = names
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| ["--secret".into(), format!("s{i}=aws://{n}")])
+        .collect();
+
+    let run = sidecar(&out)
+        .env("RUST_LOG", "secret_sidecar=debug")
+        .args(&args)
+        .run();
+    run.expect_code(0);
+    assert_eq!(
+        run.stderr
+            .matches("BatchGetSecretValue asked=20 got=20")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr
+            .matches("BatchGetSecretValue asked=5 got=5")
+            .count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(
+            out.read(&format!("s{i}")),
+            format!("value of {name}").as_bytes()
+        );
+    }
+
+    // never: one GetSecretValue per secret, same files.
+    let run = sidecar(&out)
+        .env("RUST_LOG", "secret_sidecar=debug")
+        .args(&args)
+        .args(["--aws-batch", "never"])
+        .run();
+    run.expect_code(0);
+    assert!(
+        !run.stderr.contains("BatchGetSecretValue"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        out.read("s24"),
+        format!("value of {}", names[24]).as_bytes()
+    );
+}
+
+#[test]
+fn a_secret_missing_from_a_batch_is_asked_for_alone() {
+    let mut seed = Seeder::new();
+    let present = unique("batch-present");
+    seed.string(&present, "here");
+    let absent = unique("batch-absent");
+    let out = Scratch::tmpfs("batch-missing");
+
+    let run = sidecar(&out)
+        .env("RUST_LOG", "secret_sidecar=debug")
+        .arg("--secret")
+        .arg(format!("a=aws://{present}"))
+        .arg("--secret")
+        .arg(format!("b=aws://{absent}"))
+        .run();
+    run.expect_code(4)
+        .expect_stderr("BatchGetSecretValue asked=2 got=1")
+        .expect_stderr("ResourceNotFoundException");
+    out.expect_empty();
+
+    // Optional: skipped, and the batched one is published.
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("a=aws://{present}"))
+        .arg("--secret")
+        .arg(format!("b=aws://{absent}?optional"))
+        .run()
+        .expect_code(0);
+    assert_eq!(out.visible(), ["a"]);
+}

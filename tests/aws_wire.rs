@@ -125,3 +125,65 @@ fn a_malformed_success_response_never_echoes_its_body() {
     }
     out.expect_empty();
 }
+
+/// A Secrets Manager that refuses BatchGetSecretValue and serves GetSecretValue.
+fn batch_denied() -> Server {
+    Server::with_handler(|request| {
+        let body = String::from_utf8_lossy(&request.body);
+        match request.header("x-amz-target") {
+            Some("secretsmanager.BatchGetSecretValue") => Response::json(
+                400,
+                r#"{"__type":"AccessDeniedException","Message":"not authorized to perform: secretsmanager:BatchGetSecretValue"}"#,
+            ),
+            _ => {
+                let id = body.split('"').nth(3).unwrap_or_default().to_owned();
+                Response::json(
+                    200,
+                    format!(r#"{{"Name":"{id}","VersionId":"v","SecretString":"value of {id}"}}"#),
+                )
+            }
+        }
+    })
+}
+
+#[test]
+fn a_denied_batch_falls_back_to_single_reads_unless_forced() {
+    let server = batch_denied();
+    let out = Scratch::tmpfs("wire-batch");
+    against(&server, &out)
+        .args(["--secret", "a=aws://one", "--secret", "b=aws://two"])
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("a"), b"value of one");
+    assert_eq!(out.read("b"), b"value of two");
+    let targets: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("x-amz-target").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        targets
+            .iter()
+            .filter(|t| t.ends_with("BatchGetSecretValue"))
+            .count(),
+        1,
+        "{targets:?}"
+    );
+    assert_eq!(
+        targets
+            .iter()
+            .filter(|t| t.ends_with(".GetSecretValue"))
+            .count(),
+        2,
+        "{targets:?}"
+    );
+
+    let forced = batch_denied();
+    let other = Scratch::tmpfs("wire-batch-forced");
+    against(&forced, &other)
+        .args(["--secret", "a=aws://one", "--aws-batch", "always"])
+        .run()
+        .expect_code(4)
+        .expect_stderr("BatchGetSecretValue");
+    other.expect_empty();
+}

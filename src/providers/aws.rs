@@ -17,6 +17,7 @@
 //! built per region and reused for every secret in it. Every request carries a
 //! `secret-sidecar/<version>` User-Agent suffix so CloudTrail can attribute the calls.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
 
@@ -30,10 +31,10 @@ use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, Region, RuntimeComponents};
 use aws_sdk_secretsmanager::error::{BoxError, ProvideErrorMetadata, SdkError};
-use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::{Fetched, Provider, Settings, USER_AGENT, error_chain};
+use crate::cli::AwsBatch;
 use crate::exit::Class;
 use crate::reference::Params;
 use crate::secret::SecretValue;
@@ -147,6 +148,9 @@ pub struct Aws {
     clients: HashMap<String, Client>,
     /// The region of targets that are plain names.
     default_region: Option<String>,
+    batch: AwsBatch,
+    /// Secrets read ahead by BatchGetSecretValue, by `SecretId`, each taken once.
+    prefetched: RefCell<HashMap<String, Fetched>>,
 }
 
 impl Provider for Aws {
@@ -225,17 +229,56 @@ impl Provider for Aws {
         Ok(Aws {
             clients,
             default_region,
+            batch: settings.aws_batch,
+            prefetched: RefCell::default(),
         })
     }
 
+    /// Reads the current versions of a region's secrets 20 per BatchGetSecretValue call
+    /// (the API's limit), the calls in flight together. With `auto`, a failed call (no
+    /// permission, throttled, unreachable) only means those secrets are fetched one by
+    /// one; with `always` it fails the run. A secret the batch reports an error for is
+    /// always left to GetSecretValue, whose answer then decides.
+    async fn prefetch(&self, targets: &[&AwsTarget]) -> Result<()> {
+        if self.batch == AwsBatch::Never {
+            return Ok(());
+        }
+        let mut by_region: HashMap<&str, Vec<&str>> = HashMap::new();
+        for target in targets.iter().filter(|t| t.version == Version::Current) {
+            if let Some(region) = target.region.as_ref().or(self.default_region.as_ref()) {
+                by_region.entry(region).or_default().push(&target.secret_id);
+            }
+        }
+        let mut calls = Vec::new();
+        for (region, ids) in &by_region {
+            if self.batch == AwsBatch::Auto && ids.len() < 2 {
+                continue;
+            }
+            for chunk in ids.chunks(20) {
+                calls.push(self.batch_call(&self.clients[*region], chunk));
+            }
+        }
+        for result in futures_util::future::join_all(calls).await {
+            match result {
+                Ok(fetched) => self.prefetched.borrow_mut().extend(fetched),
+                Err(err) if self.batch == AwsBatch::Always => {
+                    return Err(err.context("BatchGetSecretValue (--aws-batch always)"));
+                }
+                Err(err) => {
+                    debug!("BatchGetSecretValue failed, fetching one by one instead: {err:#}")
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn fetch(&self, target: &AwsTarget) -> Result<Fetched> {
-        let region = target
-            .region
-            .as_ref()
-            .or(self.default_region.as_ref())
-            .and_then(|region| self.clients.get(region))
-            .context("no client for the secret's region")
-            .context(Class::Internal)?;
+        if target.version == Version::Current
+            && let Some(fetched) = self.prefetched.borrow_mut().remove(&target.secret_id)
+        {
+            return Ok(fetched);
+        }
+        let region = self.client(target)?;
         let request = region.get_secret_value().secret_id(&target.secret_id);
         let request = match &target.version {
             Version::Current => request,
@@ -243,27 +286,84 @@ impl Provider for Aws {
             Version::Id(id) => request.version_id(id),
         };
         let output = request.send().await.map_err(classify)?;
-        let version = output.version_id;
-        let value = match (output.secret_string, output.secret_binary) {
-            (Some(text), _) => SecretValue::from_string(text),
-            (None, Some(blob)) => SecretValue::new(blob.into_inner()),
-            (None, None) => {
-                return Err(anyhow!(
-                    "the response has neither SecretString nor SecretBinary"
-                ))
-                .context(Class::BadData);
-            }
-        };
-        Ok(Fetched { value, version })
+        Ok(Fetched {
+            value: value_of(output.secret_string, output.secret_binary)?,
+            version: output.version_id,
+        })
+    }
+}
+
+impl Aws {
+    fn client(&self, target: &AwsTarget) -> Result<&Client> {
+        target
+            .region
+            .as_ref()
+            .or(self.default_region.as_ref())
+            .and_then(|region| self.clients.get(region))
+            .context("no client for the secret's region")
+            .context(Class::Internal)
+    }
+
+    /// One BatchGetSecretValue call; returns the values it got, keyed by the `SecretId`
+    /// that asked for them (a name or a full ARN).
+    async fn batch_call(&self, client: &Client, ids: &[&str]) -> Result<Vec<(String, Fetched)>> {
+        let started = std::time::Instant::now();
+        let output = client
+            .batch_get_secret_value()
+            .set_secret_id_list(Some(ids.iter().map(|id| id.to_string()).collect()))
+            .send()
+            .await
+            .map_err(classify)?;
+        let mut fetched = Vec::new();
+        for entry in output.secret_values.unwrap_or_default() {
+            let Some(id) = ids.iter().find(|id| {
+                Some(**id) == entry.name.as_deref() || Some(**id) == entry.arn.as_deref()
+            }) else {
+                continue;
+            };
+            let value = value_of(entry.secret_string, entry.secret_binary)?;
+            fetched.push((
+                id.to_string(),
+                Fetched {
+                    value,
+                    version: entry.version_id,
+                },
+            ));
+        }
+        debug!(
+            asked = ids.len(),
+            got = fetched.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "BatchGetSecretValue"
+        );
+        Ok(fetched)
+    }
+}
+
+/// A secret's bytes, from whichever of the two fields the service filled in.
+fn value_of(
+    text: Option<String>,
+    binary: Option<aws_sdk_secretsmanager::primitives::Blob>,
+) -> Result<SecretValue> {
+    match (text, binary) {
+        (Some(text), _) => Ok(SecretValue::from_string(text)),
+        (None, Some(blob)) => Ok(SecretValue::new(blob.into_inner())),
+        (None, None) => Err(anyhow!(
+            "the response has neither SecretString nor SecretBinary"
+        ))
+        .context(Class::BadData),
     }
 }
 
 /// Tags an SDK error with the exit class an operator needs, keeping the SDK's own
 /// messages (see [`error_chain`] for why never its `Debug`).
-fn classify(err: SdkError<GetSecretValueError>) -> anyhow::Error {
+fn classify<E>(err: SdkError<E>) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
     let class = match &err {
         SdkError::ServiceError(service) => {
-            classify_service(service.err(), service.raw().status().as_u16())
+            classify_code(service.err().code(), service.raw().status().as_u16())
         }
         SdkError::TimeoutError(_) => Class::Transient,
         SdkError::ResponseError(_) => Class::Transient,
@@ -278,40 +378,37 @@ fn classify(err: SdkError<GetSecretValueError>) -> anyhow::Error {
     anyhow!(error_chain(&err)).context(class)
 }
 
-fn classify_service(err: &GetSecretValueError, status: u16) -> Class {
-    match err {
-        GetSecretValueError::ResourceNotFoundException(_) => Class::NotFound,
-        // The identity may read the secret but not use its KMS key.
-        GetSecretValueError::DecryptionFailure(_) => Class::Denied,
-        // Scheduled for deletion, or a version that is not in a usable state.
-        GetSecretValueError::InvalidRequestException(_) => Class::NotFound,
-        GetSecretValueError::InvalidParameterException(_) => Class::Usage,
-        GetSecretValueError::InternalServiceError(_) => Class::Transient,
-        other => match other.code() {
-            Some("AccessDeniedException" | "AccessDenied") => Class::Denied,
-            Some(
-                "UnrecognizedClientException"
-                | "InvalidClientTokenId"
-                | "InvalidSignatureException"
-                | "SignatureDoesNotMatch"
-                | "IncompleteSignature"
-                | "MissingAuthenticationToken"
-                | "ExpiredTokenException"
-                | "ExpiredToken",
-            ) => Class::Auth,
-            Some(
-                "ThrottlingException"
-                | "Throttling"
-                | "TooManyRequestsException"
-                | "RequestLimitExceeded"
-                | "ServiceUnavailable"
-                | "ServiceUnavailableException",
-            ) => Class::Transient,
-            _ if status >= 500 || status == 429 => Class::Transient,
-            _ if status == 401 => Class::Auth,
-            _ if status == 403 => Class::Denied,
-            _ => Class::Internal,
-        },
+/// Secrets Manager's error codes (the same for every operation), then the HTTP status.
+fn classify_code(code: Option<&str>, status: u16) -> Class {
+    match code {
+        // Missing, scheduled for deletion, or a version not in a usable state.
+        Some("ResourceNotFoundException" | "InvalidRequestException") => Class::NotFound,
+        // Not allowed to read it, or to use its KMS key.
+        Some("AccessDeniedException" | "AccessDenied" | "DecryptionFailure") => Class::Denied,
+        Some("InvalidParameterException" | "ValidationException") => Class::Usage,
+        Some(
+            "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "InvalidSignatureException"
+            | "SignatureDoesNotMatch"
+            | "IncompleteSignature"
+            | "MissingAuthenticationToken"
+            | "ExpiredTokenException"
+            | "ExpiredToken",
+        ) => Class::Auth,
+        Some(
+            "InternalServiceError"
+            | "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException",
+        ) => Class::Transient,
+        _ if status >= 500 || status == 429 => Class::Transient,
+        _ if status == 401 => Class::Auth,
+        _ if status == 403 => Class::Denied,
+        _ => Class::Internal,
     }
 }
 
@@ -477,35 +574,21 @@ mod tests {
 
     #[test]
     fn service_errors_map_to_exit_classes() {
-        use aws_sdk_secretsmanager::types::error::ResourceNotFoundException;
-        let not_found = GetSecretValueError::ResourceNotFoundException(
-            ResourceNotFoundException::builder().build(),
-        );
-        assert_eq!(classify_service(&not_found, 400), Class::NotFound);
-
-        let generic = |code: &str| {
-            GetSecretValueError::generic(
-                aws_sdk_secretsmanager::error::ErrorMetadata::builder()
-                    .code(code)
-                    .build(),
-            )
-        };
-        assert_eq!(
-            classify_service(&generic("AccessDeniedException"), 400),
-            Class::Denied
-        );
-        assert_eq!(
-            classify_service(&generic("UnrecognizedClientException"), 400),
-            Class::Auth
-        );
-        assert_eq!(
-            classify_service(&generic("ThrottlingException"), 400),
-            Class::Transient
-        );
-        assert_eq!(
-            classify_service(&generic("Whatever"), 503),
-            Class::Transient
-        );
-        assert_eq!(classify_service(&generic("Whatever"), 400), Class::Internal);
+        // Responses carry the code in their error metadata for every operation alike.
+        for (code, status, class) in [
+            ("ResourceNotFoundException", 400, Class::NotFound),
+            ("AccessDeniedException", 400, Class::Denied),
+            ("DecryptionFailure", 400, Class::Denied),
+            ("InvalidRequestException", 400, Class::NotFound),
+            ("InvalidParameterException", 400, Class::Usage),
+            ("UnrecognizedClientException", 400, Class::Auth),
+            ("ThrottlingException", 400, Class::Transient),
+            ("InternalServiceError", 500, Class::Transient),
+            ("Whatever", 503, Class::Transient),
+            ("Whatever", 403, Class::Denied),
+            ("Whatever", 400, Class::Internal),
+        ] {
+            assert_eq!(classify_code(Some(code), status), class, "{code} {status}");
+        }
     }
 }

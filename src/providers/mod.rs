@@ -35,6 +35,8 @@ pub struct Settings {
     /// A PEM bundle to trust in addition to the platform's roots (`--ca-file`), for
     /// private endpoints, proxies and tests. `SSL_CERT_FILE` is honoured as well.
     pub ca_file: Option<PathBuf>,
+    /// Whether AWS reads many secrets per call with BatchGetSecretValue.
+    pub aws_batch: crate::cli::AwsBatch,
 }
 
 /// `secret-sidecar/<version>`, for every provider's User-Agent.
@@ -58,6 +60,14 @@ pub trait Provider: Sized {
 
     /// Builds the clients for every target of this provider in the run, once.
     async fn connect(targets: &[&Self::Target], settings: &Settings) -> Result<Self>;
+
+    /// Reads many secrets ahead of [`Provider::fetch`] where the store can do so in fewer
+    /// calls. An error here fails the run; a secret prefetch could not read is simply
+    /// left to `fetch`, which then asks for it alone.
+    async fn prefetch(&self, targets: &[&Self::Target]) -> Result<()> {
+        let _ = targets;
+        Ok(())
+    }
 
     /// Fetches one secret. Errors carry a [`Class`] tag.
     async fn fetch(&self, target: &Self::Target) -> Result<Fetched>;
@@ -137,6 +147,25 @@ impl Providers {
         }
         let _ = settings;
         Ok(providers)
+    }
+
+    /// Lets each provider read ahead what it can batch; see [`Provider::prefetch`].
+    pub async fn prefetch<'a>(&self, targets: impl IntoIterator<Item = &'a Target>) -> Result<()> {
+        #[cfg(feature = "aws")]
+        let mut aws_targets = Vec::new();
+        for target in targets {
+            match target {
+                #[cfg(feature = "aws")]
+                Target::Aws(target) => aws_targets.push(target),
+                #[allow(unreachable_patterns)]
+                _ => {}
+            }
+        }
+        #[cfg(feature = "aws")]
+        if let Some(aws) = &self.aws {
+            aws.prefetch(&aws_targets).await?;
+        }
+        Ok(())
     }
 
     pub async fn fetch(&self, target: &Target) -> Result<Fetched> {
