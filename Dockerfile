@@ -30,8 +30,9 @@ RUN apt-get update \
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
 WORKDIR /src
 
-# Cargo features to build: "aws" today (the default); a list such as "aws,gcp" once more
-# providers exist. Always with --no-default-features, so the image holds exactly these.
+# The provider features to build, comma-separated (see [features] in Cargo.toml). Always
+# with --no-default-features, so the image holds exactly these: "aws" gives a slim
+# single-cloud image; list more providers for a multi-cloud one.
 ARG FEATURES=aws
 
 # Dependencies first, against stub sources: editing src/ then rebuilds only this crate.
