@@ -27,10 +27,12 @@ pub enum Class {
     Output,
     /// The secret was fetched but its content is unusable (missing key, not JSON, too large).
     BadData,
+    /// SIGTERM or SIGINT arrived before the set was published.
+    Interrupted,
 }
 
 impl Class {
-    pub const ALL: [Class; 8] = [
+    pub const ALL: [Class; 9] = [
         Class::Internal,
         Class::Usage,
         Class::Auth,
@@ -39,6 +41,7 @@ impl Class {
         Class::Transient,
         Class::Output,
         Class::BadData,
+        Class::Interrupted,
     ];
 
     pub fn code(self) -> u8 {
@@ -50,6 +53,8 @@ impl Class {
             Class::Transient => 5,
             Class::Output => 6,
             Class::BadData => 7,
+            // 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
+            Class::Interrupted => 143,
         }
     }
 
@@ -64,6 +69,7 @@ impl Class {
             Class::Transient => "transient failure",
             Class::Output => "output error",
             Class::BadData => "bad secret data",
+            Class::Interrupted => "interrupted",
         }
     }
 
@@ -99,6 +105,7 @@ Exit codes:
   5  transient failure (network, throttling, 5xx) after retries or the deadline
   6  output directory or filesystem problem
   7  bad secret data (missing JSON key, not JSON, too large)
+  143  stopped by SIGTERM or SIGINT before publishing
 On any non-zero exit nothing new is published: the directory keeps its previous set, if any.";
 
 #[cfg(test)]

@@ -40,7 +40,33 @@ struct Output<'p> {
     sources: Vec<&'p SecretRef>,
 }
 
+/// Runs once, unless SIGTERM or SIGINT comes first. Publishing has no await point, so a
+/// signal lands either before it (nothing new is published) or after it (the whole set
+/// is); the run never stops half-way through a publish.
 pub async fn run(cli: &Cli) -> Result<()> {
+    tokio::select! {
+        result = run_once(cli) => result,
+        signal = stop_signal() => Err(anyhow!("stopped by {signal} before publishing; nothing new was published"))
+            .context(Class::Interrupted),
+    }
+}
+
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        // Without handlers the default action (terminate) still applies.
+        _ => std::future::pending().await,
+    }
+}
+
+async fn run_once(cli: &Cli) -> Result<()> {
     let plan = Plan::build(cli)?;
     let output = OutputDir::open(&plan.output_dir, plan.allow_non_tmpfs)?;
     let mut policy = Policy::default();

@@ -37,6 +37,7 @@ use super::{Fetched, Provider, Settings, USER_AGENT, error_chain};
 use crate::cli::AwsBatch;
 use crate::exit::Class;
 use crate::reference::Params;
+use crate::retry::RetryAfter;
 use crate::secret::SecretValue;
 
 /// Which version of the secret to read.
@@ -375,7 +376,19 @@ where
         SdkError::ConstructionFailure(_) => credentials_class(&err).unwrap_or(Class::Internal),
         _ => Class::Internal,
     };
-    anyhow!(error_chain(&err)).context(class)
+    let retry_after = match &err {
+        SdkError::ServiceError(service) => service
+            .raw()
+            .headers()
+            .get("retry-after")
+            .and_then(RetryAfter::from_header),
+        _ => None,
+    };
+    let err = anyhow!(error_chain(&err));
+    match retry_after {
+        Some(wait) => err.context(wait).context(class),
+        None => err.context(class),
+    }
 }
 
 /// Secrets Manager's error codes (the same for every operation), then the HTTP status.

@@ -26,6 +26,25 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+    pub fault: Fault,
+}
+
+/// How a response goes wrong on the wire, for the fault-injection tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Fault {
+    /// A well-formed response.
+    #[default]
+    None,
+    /// Wait this long before sending anything.
+    DelayHeaders(std::time::Duration),
+    /// Announce the whole body, send half of it, close.
+    ShortBody,
+    /// Send half of the body, then reset the connection (TCP RST).
+    Reset,
+    /// Send the body one byte at a time with this pause between bytes.
+    Trickle(std::time::Duration),
+    /// Close the connection without answering at all.
+    Close,
 }
 
 impl Response {
@@ -34,7 +53,13 @@ impl Response {
             status,
             headers: vec![("content-type", "application/x-amz-json-1.1".to_owned())],
             body: body.into(),
+            fault: Fault::None,
         }
+    }
+
+    pub fn fault(mut self, fault: Fault) -> Response {
+        self.fault = fault;
+        self
     }
 
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -61,6 +86,7 @@ impl Server {
                 status: response.status,
                 headers: response.headers.clone(),
                 body: response.body.clone(),
+                fault: response.fault,
             }
         })
     }
@@ -77,7 +103,18 @@ impl Server {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let (seen, handler) = (Arc::clone(&seen), Arc::clone(&handler));
-                thread::spawn(move || serve(stream, &seen, &*handler));
+                thread::spawn(move || {
+                    let Ok(spare) = stream.try_clone() else {
+                        return;
+                    };
+                    if serve(stream, &seen, &*handler) == Fault::Reset {
+                        // Closing the last descriptor with a zero linger sends an RST.
+                        let _ = rustix::net::sockopt::set_socket_linger(
+                            &spare,
+                            Some(std::time::Duration::ZERO),
+                        );
+                    }
+                });
             }
         });
         Server { url, requests }
@@ -88,8 +125,13 @@ impl Server {
     }
 }
 
-/// Answers every request on one connection (keep-alive) until the client closes it.
-pub fn serve<S: std::io::Read + Write>(stream: S, seen: &Mutex<Vec<Request>>, handler: &Handler) {
+/// Answers every request on one connection (keep-alive) until the client closes it or a
+/// fault ends it; returns the fault that ended it, if any.
+pub fn serve<S: std::io::Read + Write>(
+    stream: S,
+    seen: &Mutex<Vec<Request>>,
+    handler: &Handler,
+) -> Fault {
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader) {
         let response = handler(&request);
@@ -103,16 +145,41 @@ pub fn serve<S: std::io::Read + Write>(stream: S, seen: &Mutex<Vec<Request>>, ha
             head.push_str(&format!("{name}: {value}\r\n"));
         }
         head.push_str("\r\n");
+        let body = response.body.as_bytes();
         let stream = reader.get_mut();
-        if stream
-            .write_all(head.as_bytes())
-            .and_then(|_| stream.write_all(response.body.as_bytes()))
-            .and_then(|_| stream.flush())
-            .is_err()
-        {
+        let sent = match response.fault {
+            Fault::None => stream
+                .write_all(head.as_bytes())
+                .and_then(|_| stream.write_all(body)),
+            Fault::DelayHeaders(wait) => {
+                thread::sleep(wait);
+                stream
+                    .write_all(head.as_bytes())
+                    .and_then(|_| stream.write_all(body))
+            }
+            Fault::Trickle(pause) => stream.write_all(head.as_bytes()).and_then(|_| {
+                body.iter().try_for_each(|byte| {
+                    stream.write_all(&[*byte])?;
+                    stream.flush()?;
+                    thread::sleep(pause);
+                    Ok(())
+                })
+            }),
+            Fault::ShortBody | Fault::Reset => {
+                let half = &body[..body.len() / 2];
+                let _ = stream
+                    .write_all(head.as_bytes())
+                    .and_then(|_| stream.write_all(half));
+                let _ = stream.flush();
+                return response.fault;
+            }
+            Fault::Close => return Fault::Close,
+        };
+        if sent.and_then(|_| stream.flush()).is_err() {
             break;
         }
     }
+    Fault::None
 }
 
 impl Request {
