@@ -162,6 +162,10 @@ impl Provider for Aws {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         if let Some(path) = &settings.ca_file {
             loader = loader.http_client(http_client_trusting(path)?);
+        } else if plain_http_only(&|name| std::env::var(name).ok()) {
+            // LocalStack and other local endpoints: skip loading and parsing the system's
+            // CA store for a TLS connection that will never be made.
+            loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
         }
         let mut loader = loader.retry_config(RetryConfig::disabled()).timeout_config(
             TimeoutConfig::builder()
@@ -425,6 +429,21 @@ fn classify_code(code: Option<&str>, status: u16) -> Class {
     }
 }
 
+/// Whether every AWS endpoint this run can reach is plain `http://`: `AWS_ENDPOINT_URL`
+/// is set to one, and no per-service override or container-credential URI says otherwise.
+fn plain_http_only(var: &dyn Fn(&str) -> Option<String>) -> bool {
+    let http = |name: &str| var(name).is_none_or(|url| url.starts_with("http://"));
+    var("AWS_ENDPOINT_URL").is_some_and(|url| url.starts_with("http://"))
+        && [
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            "AWS_ENDPOINT_URL_STS",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ]
+        .iter()
+        .all(|name| http(name))
+        && var("AWS_PROFILE").is_none()
+}
+
 /// The SDK's own HTTPS client (rustls with aws-lc, the platform's roots, which
 /// `SSL_CERT_FILE` replaces), trusting the PEM bundle at `path` as well. It serves STS and
 /// the container credential endpoints too, since it is set on the shared config.
@@ -571,6 +590,35 @@ mod tests {
         assert!(parse(&"a".repeat(513)).is_err());
         assert!(parse("arn:aws:s3:::bucket").is_err());
         assert!(parse("arn:aws:secretsmanager::123:secret:x").is_err());
+    }
+
+    #[test]
+    fn plain_http_client_only_when_no_endpoint_can_be_https() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(plain_http_only(&env(&[(
+            "AWS_ENDPOINT_URL",
+            "http://127.0.0.1:4566"
+        )])));
+        assert!(!plain_http_only(&env(&[])));
+        assert!(!plain_http_only(&env(&[(
+            "AWS_ENDPOINT_URL",
+            "https://vpce.example"
+        )])));
+        assert!(!plain_http_only(&env(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ("AWS_ENDPOINT_URL_STS", "https://sts.amazonaws.com"),
+        ])));
+        assert!(!plain_http_only(&env(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ("AWS_PROFILE", "sso"),
+        ])));
     }
 
     #[test]
