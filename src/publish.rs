@@ -32,6 +32,9 @@ const DATA_LINK: &str = "..data";
 const DATA_LINK_TMP: &str = "..data_tmp";
 const STAGING_PREFIX: &str = "..sidecar.";
 const DIR_MODE: u32 = 0o755;
+/// The setgid bit a new directory inherits from a setgid parent (Kubernetes sets it on an
+/// `emptyDir` with `fsGroup`); it must survive our chmod, or files stop getting the group.
+const SETGID: u32 = 0o2000;
 
 /// `statfs(2)` magic numbers of the in-memory filesystems.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -217,8 +220,7 @@ impl OutputDir {
             let path = self.path.join(&name);
             match fs::create_dir(&path) {
                 Ok(()) => {
-                    fs::set_permissions(&path, fs::Permissions::from_mode(DIR_MODE))
-                        .context("setting the staging directory's mode")?;
+                    set_dir_mode(&path).context("setting the staging directory's mode")?;
                     return Ok(name);
                 }
                 Err(err) if err.kind() == ErrorKind::AlreadyExists => continue,
@@ -273,6 +275,14 @@ fn is_our_link(path: &Path, name: &str) -> bool {
     fs::read_link(path).is_ok_and(|target| target == Path::new(DATA_LINK).join(name))
 }
 
+/// Gives a directory this run created [`DIR_MODE`], whatever the umask, keeping the setgid
+/// bit it inherited so that files below it keep getting the volume's group.
+fn set_dir_mode(path: &Path) -> Result<()> {
+    let inherited = fs::metadata(path)?.permissions().mode() & SETGID;
+    fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE | inherited))?;
+    Ok(())
+}
+
 /// Creates the directories between `root` and `dir`, each with [`DIR_MODE`].
 fn create_dirs(root: &Path, dir: &Path, made: &mut BTreeSet<PathBuf>) -> Result<()> {
     let relative = dir
@@ -286,7 +296,7 @@ fn create_dirs(root: &Path, dir: &Path, made: &mut BTreeSet<PathBuf>) -> Result<
         }
         fs::create_dir(&current)
             .with_context(|| format!("creating directory {}", current.display()))?;
-        fs::set_permissions(&current, fs::Permissions::from_mode(DIR_MODE))?;
+        set_dir_mode(&current)?;
         made.insert(current.clone());
     }
     Ok(())
@@ -430,6 +440,25 @@ mod tests {
             !listed.contains("..sidecar.1.2.3.0") && !listed.contains(DATA_LINK_TMP),
             "{listed:?}"
         );
+    }
+
+    #[test]
+    fn files_keep_the_group_of_a_setgid_volume() {
+        use std::os::unix::fs::MetadataExt;
+        let scratch = Scratch::new("setgid");
+        // What kubelet makes of an emptyDir with fsGroup: group-owned, setgid.
+        let group = 4242;
+        std::os::unix::fs::chown(&scratch.0, None, Some(group)).unwrap();
+        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o2775)).unwrap();
+        let dir = OutputDir::open(&scratch.0, false).unwrap();
+        publish(&dir, &[("a", "1"), ("nested/b", "2")]).unwrap();
+        for file in ["a", "nested/b"] {
+            let meta = fs::metadata(scratch.0.join(file)).unwrap();
+            assert_eq!(meta.gid(), group, "{file} lost the volume's group");
+        }
+        let staging = fs::read_link(scratch.0.join(DATA_LINK)).unwrap();
+        let mode = fs::metadata(scratch.0.join(staging)).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o2755);
     }
 
     #[test]

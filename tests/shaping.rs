@@ -431,6 +431,59 @@ fn per_file_modes_and_owners_hold_for_a_non_root_reader() {
 }
 
 #[test]
+fn the_fsgroup_recipe_lets_another_uid_read_the_files() {
+    if !as_root() {
+        eprintln!("not root: cannot set up an fsGroup-style volume or switch users");
+        return;
+    }
+    let mut seed = Seeder::new();
+    let name = unique("fsgroup");
+    seed.string(&name, "for the app");
+    let out = Scratch::tmpfs("fsgroup");
+    // What kubelet makes of an emptyDir with fsGroup 1000: group 1000, setgid, writable.
+    std::os::unix::fs::chown(&out.path, Some(0), Some(1000)).unwrap();
+    fs::set_permissions(
+        &out.path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o2777),
+    )
+    .unwrap();
+
+    // The sidecar runs as 65532:65532 with the fsGroup as a supplementary group.
+    sidecar(&out)
+        .arg("--secret")
+        .arg(format!("db=aws://{name}"))
+        .run_under(&[
+            "setpriv", "--reuid", "65532", "--regid", "65532", "--groups", "1000",
+        ])
+        .expect_code(0);
+    let meta = fs::metadata(out.path.join("db")).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o777, meta.uid(), meta.gid()),
+        (0o440, 65532, 1000)
+    );
+
+    // The app runs as another uid in group 1000 and reads the default 0440 file.
+    let read = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "1001",
+            "--regid",
+            "1000",
+            "--clear-groups",
+            "cat",
+        ])
+        .arg(out.path.join("db"))
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert_eq!(read.stdout, b"for the app");
+}
+
+#[test]
 fn manifest_describes_the_set_without_values() {
     let mut seed = Seeder::new();
     let name = unique("manifest");

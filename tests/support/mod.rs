@@ -115,6 +115,17 @@ impl Sidecar {
         self.finish(command)
     }
 
+    /// Runs under another program that then execs the binary, e.g. `setpriv` to drop to
+    /// a non-root user: `run_under(&["setpriv", "--reuid", "65532", ...])`.
+    pub fn run_under(self, wrapper: &[&str]) -> Run {
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(env!("CARGO_BIN_EXE_secret-sidecar"))
+            .args(&self.args);
+        self.finish(command)
+    }
+
     fn finish(self, mut command: Command) -> Run {
         command.env_clear().envs(&self.env).stdin(Stdio::null());
         Run::from(command.output().expect("the binary runs"))
