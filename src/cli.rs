@@ -154,6 +154,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// `SECRET_SIDECAR_*` variables in `environment` that no option reads: most likely a
+/// misspelling, which would otherwise be ignored without a word.
+pub fn unknown_env_vars(environment: impl IntoIterator<Item = String>) -> Vec<String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let known: Vec<String> = command
+        .get_arguments()
+        .filter_map(|arg| arg.get_env())
+        .map(|name| name.to_string_lossy().into_owned())
+        .collect();
+    let mut unknown: Vec<String> = environment
+        .into_iter()
+        .filter(|name| name.starts_with("SECRET_SIDECAR_") && !known.contains(name))
+        .collect();
+    unknown.sort();
+    unknown
+}
+
 /// A duration written as `60`, `60s`, `1500ms` or `2m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(pub Duration);
@@ -229,6 +247,20 @@ mod tests {
         assert!("0s".parse::<Seconds>().is_err());
         assert!("soon".parse::<Seconds>().is_err());
         assert!("-1".parse::<Seconds>().is_err());
+    }
+
+    #[test]
+    fn misspelt_environment_variables_are_found() {
+        let names = [
+            "SECRET_SIDECAR_OUTPUT_DIR",
+            "SECRET_SIDECAR_OUTPUTDIR",
+            "SECRET_SIDECAR_SECRETS",
+            "PATH",
+        ];
+        assert_eq!(
+            unknown_env_vars(names.iter().map(|n| n.to_string())),
+            ["SECRET_SIDECAR_OUTPUTDIR", "SECRET_SIDECAR_SECRETS"]
+        );
     }
 
     #[test]

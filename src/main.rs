@@ -16,6 +16,10 @@ fn main() -> ExitCode {
     // clap exits by itself: 0 for --help and --version, 2 for a malformed command line.
     let cli = cli::Cli::parse();
     logging::init(cli.log_format);
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    for name in cli::unknown_env_vars(names) {
+        tracing::warn!("{name} is set but no option reads it (misspelt?); see --help");
+    }
 
     // A panic's message could in principle carry data; log only where it happened.
     std::panic::set_hook(Box::new(|info| {

@@ -287,3 +287,14 @@ fn an_unreachable_endpoint_is_transient_and_bounded() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
     out.expect_empty();
 }
+
+#[test]
+fn a_misspelt_environment_variable_is_reported() {
+    let out = Scratch::tmpfs("misspelt");
+    offline()
+        .env("SECRET_SIDECAR_OUTPUTDIR", &out.path)
+        .args(["--secret", "aws://x"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("SECRET_SIDECAR_OUTPUTDIR is set but no option reads it");
+}
