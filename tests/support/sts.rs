@@ -1,0 +1,174 @@
+//! An AWS STS fake for `AssumeRoleWithWebIdentity`, speaking the Query protocol the way
+//! STS does: a form-encoded POST, an XML result, XML `ErrorResponse`s with the codes STS
+//! uses for bad tokens. It checks the token the way STS would (a JWT, not expired) and
+//! records what it received.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::http::{Request, Response, Server};
+
+/// The session token it hands out; tests assert it never reaches any output.
+pub const SESSION_TOKEN: &str = "FwoGZXIvYXdzEsts-fake-session-token-never-log-me";
+pub const SECRET_ACCESS_KEY: &str = "sts-fake-secret-access-key-never-log-me";
+
+pub struct Sts {
+    pub server: Server,
+}
+
+impl Sts {
+    pub fn start() -> Sts {
+        Sts {
+            server: Server::with_handler(answer),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+
+    /// The `WebIdentityToken` of every AssumeRoleWithWebIdentity call, as received.
+    pub fn tokens(&self) -> Vec<String> {
+        self.server
+            .requests()
+            .iter()
+            .filter_map(|r| form(&r.body, "WebIdentityToken"))
+            .collect()
+    }
+}
+
+fn answer(request: &Request) -> Response {
+    let body = &request.body;
+    if form(body, "Action").as_deref() != Some("AssumeRoleWithWebIdentity") {
+        return error(400, "InvalidAction", "Could not find operation");
+    }
+    let Some(role) = form(body, "RoleArn") else {
+        return error(
+            400,
+            "ValidationError",
+            "1 validation error detected: Value null at 'roleArn'",
+        );
+    };
+    let token = form(body, "WebIdentityToken").unwrap_or_default();
+    match claims(&token) {
+        None => error(400, "InvalidIdentityToken", "Couldn't parse the token"),
+        Some(exp) if exp <= now() => error(
+            400,
+            "ExpiredTokenException",
+            &format!(
+                "Token expired: current date/time {} must be before the expiration date/time {exp}",
+                now()
+            ),
+        ),
+        Some(_) => {
+            let mut response = Response::json(200, success(&role));
+            response.headers = vec![("content-type", "text/xml".to_owned())];
+            response
+        }
+    }
+}
+
+/// The token's `exp`, if it is a JWT with three parts and a readable payload.
+fn claims(token: &str) -> Option<u64> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let payload = base64url(parts[1])?;
+    let payload: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    payload["exp"].as_u64()
+}
+
+fn base64url(text: &str) -> Option<Vec<u8>> {
+    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for byte in text.bytes() {
+        let value = TABLE.iter().position(|b| *b == byte)? as u32;
+        bits = bits << 6 | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn success(role: &str) -> String {
+    let expiration = "2099-01-01T00:00:00Z";
+    format!(
+        r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Audience>sts.amazonaws.com</Audience>
+    <AssumedRoleUser>
+      <AssumedRoleId>AROAFAKEROLEID:secret-sidecar</AssumedRoleId>
+      <Arn>{role}/secret-sidecar</Arn>
+    </AssumedRoleUser>
+    <Provider>oidc.example.test</Provider>
+    <Credentials>
+      <AccessKeyId>ASIAFAKESTSACCESSKEY</AccessKeyId>
+      <SecretAccessKey>{SECRET_ACCESS_KEY}</SecretAccessKey>
+      <SessionToken>{SESSION_TOKEN}</SessionToken>
+      <Expiration>{expiration}</Expiration>
+    </Credentials>
+    <SubjectFromWebIdentityToken>system:serviceaccount:default:app</SubjectFromWebIdentityToken>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>"#
+    )
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response {
+    let mut response = Response::json(
+        status,
+        format!(
+            r#"<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>
+  <RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId>
+</ErrorResponse>"#
+        ),
+    );
+    response.headers = vec![("content-type", "text/xml".to_owned())];
+    response
+}
+
+/// One field of an `application/x-www-form-urlencoded` body, decoded.
+pub fn form(body: &[u8], name: &str) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    body.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == name).then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
