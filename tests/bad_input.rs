@@ -76,7 +76,7 @@ fn token_files_sts_rejects_are_identity_failures() {
             .expect_no_leak(SENTINEL.as_bytes());
         assert_eq!(
             sts.tokens(),
-            [content.clone()],
+            std::slice::from_ref(&content),
             "{what}: STS must receive the file as it is"
         );
         out.expect_empty();

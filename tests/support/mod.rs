@@ -440,3 +440,4 @@ pub fn wait_a_moment() {
 
 pub mod deploy;
 pub mod http;
+pub mod sts;
