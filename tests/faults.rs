@@ -181,7 +181,10 @@ fn sigterm_stops_a_run_promptly_and_publishes_nothing() {
     while server.requests().is_empty() && waiting.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!server.requests().is_empty(), "the request never reached the server");
+    assert!(
+        !server.requests().is_empty(),
+        "the request never reached the server"
+    );
     let sent = Instant::now();
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -201,4 +204,18 @@ fn sigterm_stops_a_run_promptly_and_publishes_nothing() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("stopped by SIGTERM"));
     out.expect_empty();
+}
+
+#[test]
+fn an_endless_response_is_cut_off_at_the_size_cap() {
+    // 5 MiB, above the 4 MiB cap and far above any real secret.
+    let huge = format!(
+        r#"{{"Name":"db","VersionId":"v1","SecretString":"{}"}}"#,
+        "x".repeat(5 << 20)
+    );
+    let server = Server::start(vec![Response::json(200, huge)]);
+    let out = Scratch::tmpfs("fault-huge");
+    let case = against(&server, &out, "20s");
+    expect_failure(&case, 7, 1, Duration::from_secs(10), &out);
+    case.run.expect_stderr("larger than 4194304 bytes");
 }

@@ -28,12 +28,15 @@ use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextMut;
+use aws_sdk_secretsmanager::config::interceptors::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+};
 use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, Region, RuntimeComponents};
 use aws_sdk_secretsmanager::error::{BoxError, ProvideErrorMetadata, SdkError};
+use aws_smithy_types::body::SdkBody;
 use tracing::{debug, info};
 
-use super::{Fetched, Provider, Settings, USER_AGENT, error_chain};
+use super::{Fetched, MAX_RESPONSE_BYTES, Provider, Settings, USER_AGENT, error_chain};
 use crate::cli::AwsBatch;
 use crate::exit::Class;
 use crate::reference::Params;
@@ -227,6 +230,7 @@ impl Provider for Aws {
                     .region(Region::new(region))
                     .credentials_provider(credentials.clone())
                     .interceptor(UserAgentSuffix)
+                    .interceptor(ResponseLimit)
                     .build();
                 Client::from_conf(config)
             });
@@ -366,6 +370,12 @@ fn classify<E>(err: SdkError<E>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
+    if has_cause::<http_body_util::LengthLimitError>(&err) {
+        return anyhow!(
+            "the response is larger than {MAX_RESPONSE_BYTES} bytes, far above any secret"
+        )
+        .context(Class::BadData);
+    }
     let class = match &err {
         SdkError::ServiceError(service) => {
             classify_code(service.err().code(), service.raw().status().as_u16())
@@ -513,6 +523,17 @@ fn identity_hint() -> String {
     }
 }
 
+fn has_cause<T: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if current.is::<T>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
+}
+
 /// Credential failures surface inside dispatch or construction errors. A provider that
 /// could not reach its endpoint is transient; anything else is an identity failure.
 fn credentials_class(err: &(dyn StdError + 'static)) -> Option<Class> {
@@ -534,6 +555,28 @@ fn credentials_class(err: &(dyn StdError + 'static)) -> Option<Class> {
         cause = current.source();
     }
     found
+}
+
+/// Caps every response body at [`MAX_RESPONSE_BYTES`] before the SDK reads it whole.
+#[derive(Debug)]
+struct ResponseLimit;
+
+impl Intercept for ResponseLimit {
+    fn name(&self) -> &'static str {
+        "SecretSidecarResponseLimit"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let body = context.response_mut().body_mut();
+        let whole = std::mem::replace(body, SdkBody::taken());
+        *body = SdkBody::from_body_1_x(http_body_util::Limited::new(whole, MAX_RESPONSE_BYTES));
+        Ok(())
+    }
 }
 
 /// Appends `secret-sidecar/<version>` to the User-Agent after signing (the header is not

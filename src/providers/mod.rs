@@ -39,6 +39,11 @@ pub struct Settings {
     pub aws_batch: crate::cli::AwsBatch,
 }
 
+/// The most one response may hold. Far above every store's own limits (AWS: 64 KiB per
+/// secret, 20 per batch; Azure: 25 KiB; Google: 64 KiB) and their encodings, and low
+/// enough that a hostile or broken endpoint cannot make the process buffer without end.
+pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
 /// `secret-sidecar/<version>`, for every provider's User-Agent.
 pub const USER_AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
