@@ -8,7 +8,6 @@ mod support;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
-use std::process::Command;
 
 use support::http::{Response, Server};
 use support::sts::{SECRET_ACCESS_KEY, SESSION_TOKEN, Sts};
@@ -131,10 +130,8 @@ fn in_private_tmpfs(mount_options: &str, server: &Server) -> (i32, String, Strin
     let script = format!(
         "mount -t tmpfs -o {mount_options} tmpfs \"$0\" && \"$@\"; code=$?; echo \"== left: $(ls -A \"$0\" | tr '\\n' ' ')\" >&2; exit $code"
     );
-    let output = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .arg(&out.path)
-        .arg(env!("CARGO_BIN_EXE_secret-sidecar"))
+    let run = Sidecar::new()
+        .env("AWS_ENDPOINT_URL", &server.url)
         .args([
             "--secret",
             "db=aws://db",
@@ -143,24 +140,22 @@ fn in_private_tmpfs(mount_options: &str, server: &Server) -> (i32, String, Strin
             "--output-dir",
         ])
         .arg(&out.path)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_ENDPOINT_URL", &server.url)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        .run_under(&[
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            &script,
+            out.path.to_str().unwrap(),
+        ]);
+    let stderr = run.stderr;
     let left = stderr
         .lines()
         .find_map(|l| l.strip_prefix("== left: "))
         .unwrap_or("?")
         .trim()
         .to_owned();
-    (output.status.code().unwrap_or(-1), stderr, left)
+    (run.code, stderr, left)
 }
 
 fn is_root() -> bool {

@@ -162,17 +162,12 @@ fn sigterm_stops_a_run_promptly_and_publishes_nothing() {
         ok().fault(Fault::DelayHeaders(Duration::from_secs(30))),
     ]);
     let out = Scratch::tmpfs("fault-sigterm");
-    let child = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"))
-        .env_clear()
+    let child = Sidecar::new()
         .env("AWS_ENDPOINT_URL", &server.url)
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .arg("--output-dir")
         .arg(&out.path)
         .args(["--secret", "db=aws://db", "--timeout", "60s"])
+        .command()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -126,6 +126,18 @@ impl Sidecar {
         self.finish(command)
     }
 
+    /// The command with its clean environment, for a test that must control the process
+    /// itself (spawn it and signal it, say).
+    pub fn command(self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"));
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(&self.env)
+            .stdin(Stdio::null());
+        command
+    }
+
     fn finish(self, mut command: Command) -> Run {
         command.env_clear().envs(&self.env).stdin(Stdio::null());
         Run::from(command.output().expect("the binary runs"))
