@@ -190,20 +190,20 @@ async fn fetch_all<'p>(
         .collect()
         .await;
 
-    // One line per failed secret, in plan order; the first decides the exit code.
+    // One line per failed secret, in plan order; the first decides the exit code. A
+    // failure that ends the run is taken out of the results whole, so its chain (and its
+    // class tag) is reported once, as the provider wrote it.
+    let mut results = results;
     let mut first_error = None;
-    let mut reported = Vec::new();
     for reference in plan.references() {
-        let Err(err) = &results[&reference.target] else {
-            continue;
-        };
-        if skippable(plan, reference, err) || reported.contains(&&reference.target) {
+        let failed = matches!(&results.get(&reference.target), Some(Err(err)) if !skippable(plan, reference, err));
+        if !failed {
             continue;
         }
-        reported.push(&reference.target);
-        let err = anyhow!("{err:#}")
-            .context(Class::of(err))
-            .context(format!("fetching {reference}"));
+        let Some(Err(err)) = results.remove(&reference.target) else {
+            continue;
+        };
+        let err = err.context(format!("fetching {reference}"));
         match first_error {
             None => first_error = Some(err),
             Some(_) => error!(exit_code = Class::of(&err).code(), "{err:#}"),

@@ -189,16 +189,23 @@ fn missing_secret_exits_4_and_leaves_the_directory_empty() {
     let absent = unique("absent");
     let out = Scratch::tmpfs("notfound");
 
-    sidecar(&out)
+    let run = sidecar(&out)
         .arg("--secret")
         .arg(format!("a=aws://{present}"))
         .arg("--secret")
         .arg(format!("b=aws://{absent}"))
-        .run()
-        .expect_code(4)
+        .run();
+    run.expect_code(4)
         .expect_stderr("secret not found")
         .expect_stderr(&format!("aws://{absent}"))
         .expect_stderr("ResourceNotFoundException");
+    // The class label opens the message once (a regression: it was printed twice).
+    assert_eq!(
+        run.stderr.matches("secret not found").count(),
+        1,
+        "{}",
+        run.stderr
+    );
     out.expect_empty();
 }
 
