@@ -99,28 +99,73 @@ fn describe(err: &serde_saphyr::Error) -> String {
     redact_quoted(&err.render_with_options(options))
 }
 
-/// Drops the contents of `"…"` and `'…'` spans. Field names, which serde quotes with
-/// backticks, stay: they are the part that tells the user what to fix.
+/// The names this file format itself defines: fields and enum variants. serde quotes them
+/// in backticks in its messages ("expected one of `env`, `json`"); they come from this
+/// code, not from the file, so they may be shown.
+const SCHEMA_NAMES: &[&str] = &[
+    "secrets",
+    "files",
+    "ref",
+    "file",
+    "key",
+    "format",
+    "optional",
+    "mode",
+    "owner",
+    "values",
+    "template",
+    "template_file",
+    "raw",
+    "explode",
+    "base64",
+    "env",
+    "json",
+];
+
+/// Drops whatever in a parse error may have come from the file's values: the contents of
+/// `"…"` and `'…'` spans, and of backticked spans except a field name the user wrote
+/// ("unknown field `flie`") or a name of the format itself. An unknown enum value
+/// ("unknown variant `…`") is a value, and is dropped.
 fn redact_quoted(message: &str) -> String {
+    enum State {
+        Text,
+        Hidden(char, String),
+        FieldName,
+    }
     let mut out = String::with_capacity(message.len());
-    let mut open: Option<char> = None;
+    let mut state = State::Text;
     for c in message.chars() {
-        match open {
-            Some(quote) if c == quote => {
-                out.push('…');
+        state = match state {
+            State::Text => {
+                let after_field = out.ends_with("field ");
                 out.push(c);
-                open = None;
-            }
-            Some(_) => {}
-            None => {
-                out.push(c);
-                if c == '"' || c == '\'' {
-                    open = Some(c);
+                match c {
+                    '`' if after_field => State::FieldName,
+                    '"' | '\'' | '`' => State::Hidden(c, String::new()),
+                    _ => State::Text,
                 }
             }
-        }
+            State::FieldName => {
+                out.push(c);
+                if c == '`' {
+                    State::Text
+                } else {
+                    State::FieldName
+                }
+            }
+            State::Hidden(quote, text) if c == quote => {
+                let shown = quote == '`' && SCHEMA_NAMES.contains(&text.as_str());
+                out.push_str(if shown { &text } else { "…" });
+                out.push(c);
+                State::Text
+            }
+            State::Hidden(quote, mut text) => {
+                text.push(c);
+                State::Hidden(quote, text)
+            }
+        };
     }
-    if open.is_some() {
+    if let State::Hidden(..) = state {
         out.push('…');
     }
     out
@@ -167,6 +212,19 @@ mod tests {
     }
 
     #[test]
+    fn unknown_enum_values_are_not_echoed() {
+        // Found by the config fuzz target (fuzz/regressions/config/format-variant-echoed).
+        for text in [
+            "files:\n  - format: SENTINELX9\n",
+            "secrets:\n  - ref: aws://x\n    format: SENTINELX9\n",
+        ] {
+            let err = ConfigFile::parse(text).unwrap_err().to_string();
+            assert!(!err.contains("SENTINELX9"), "{err}");
+            assert!(err.contains("unknown variant"), "{err}");
+        }
+    }
+
+    #[test]
     fn errors_never_quote_the_file() {
         let err = ConfigFile::parse("secrets:\n  - ref: [\"hunter2-sentinel\"]\n").unwrap_err();
         let message = err.to_string();
@@ -184,6 +242,10 @@ mod tests {
         assert_eq!(
             redact_quoted("unknown field `flie`"),
             "unknown field `flie`"
+        );
+        assert_eq!(
+            redact_quoted("unknown variant `SENTINELX9`, expected one of `env`, `json`"),
+            "unknown variant `…`, expected one of `env`, `json`"
         );
         assert_eq!(redact_quoted("dangling \"abc"), "dangling \"…");
     }
