@@ -1,0 +1,76 @@
+"""Turn hyperfine JSON exports and /usr/bin/time -v logs into one Markdown table."""
+import json
+import pathlib
+import re
+import statistics
+import sys
+
+results = pathlib.Path(sys.argv[1])
+counts = [int(k) for k in sys.argv[2].split()]
+tools = [
+    ("secret-sidecar", "secret-sidecar (this project)"),
+    ("curl-batch", "one curl process, BatchGetSecretValue, 20 ids per call (floor)"),
+    ("curl", "one curl process, one kept-alive connection, GetSecretValue (floor)"),
+    ("boto3", "Python boto3 script, one process"),
+    ("awscli", "aws CLI, one call per secret"),
+]
+
+
+def wall(tool, k):
+    path = results / f"{tool}-{k}.json"
+    if not path.exists():
+        return None
+    times = json.loads(path.read_text())["results"][0]["times"]
+    return statistics.median(times)
+
+
+def cpu(tool, k):
+    """Mean user+system CPU per run, from hyperfine's rusage (microsecond precision)."""
+    path = results / f"{tool}-{k}.json"
+    if not path.exists():
+        return None
+    result = json.loads(path.read_text())["results"][0]
+    return result["user"] + result["system"]
+
+
+def peak_rss(tool, k):
+    """The largest maximum resident set size /usr/bin/time -v saw over its runs."""
+    rss = [
+        int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.read_text()).group(1))
+        for p in sorted(results.glob(f"{tool}-{k}.time.*"))
+    ]
+    return max(rss) if rss else None
+
+
+def fmt_time(seconds):
+    if seconds is None:
+        return "–"
+    if seconds < 0.1:
+        return f"{seconds * 1000:.1f} ms"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+print("| tool | " + " | ".join(f"K={k} wall" for k in counts) + " | "
+      + " | ".join(f"K={k} CPU" for k in counts) + f" | peak RSS (K={counts[-1]}) |")
+# wall: median of hyperfine runs; CPU: mean user+system per run; RSS: max of 3 runs.
+print("|---" * (2 * len(counts) + 2) + "|")
+rows = {}
+for tool, label in tools:
+    walls = [wall(tool, k) for k in counts]
+    cpus = [cpu(tool, k) for k in counts]
+    rss = peak_rss(tool, counts[-1])
+    rows[tool] = (walls, cpus, rss)
+    rss_text = f"{rss / 1024:.1f} MiB" if rss else "–"
+    print(f"| {label} | " + " | ".join(fmt_time(w) for w in walls) + " | "
+          + " | ".join(fmt_time(c) for c in cpus) + f" | {rss_text} |")
+
+print()
+print("Ratios (secret-sidecar ÷ other, same run):")
+ours_wall, ours_cpu, ours_rss = rows["secret-sidecar"]
+for tool, label in tools[1:]:
+    walls, cpus, _ = rows[tool]
+    parts = []
+    for k, a, b, c, d in zip(counts, ours_wall, walls, ours_cpu, cpus):
+        if a and b:
+            parts.append(f"K={k}: wall {a / b:.2f}×, CPU {c / d:.2f}×" if c and d else f"K={k}: wall {a / b:.2f}×")
+    print(f"- vs {label}: " + "; ".join(parts))

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Benchmark secret-sidecar against what users run today, side by side in one run, on
+# this machine, against LocalStack on loopback:
+#   - the aws CLI, one call per secret (shell-script init containers)
+#   - a boto3 script, one process
+#   - one curl process with one kept-alive connection (a raw floor), GetSecretValue
+#   - one curl process, BatchGetSecretValue with 20 ids per call (the batch floor)
+# Wall time with hyperfine, CPU time and peak RSS with /usr/bin/time -v, for K = 1, 10
+# and 50 secrets. Prints one Markdown table; raw results stay in bench/results/.
+#
+#   bench/run.sh                 all tools, K = 1 10 50
+#   BENCH_COUNTS="1 10" bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+counts="${BENCH_COUNTS:-1 10 50}"
+port="${LOCALSTACK_PORT:-4566}"
+endpoint="http://127.0.0.1:$port"
+results=bench/results
+cache="${SECRET_SIDECAR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/secret-sidecar}"
+venv="$cache/bench-venv"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need hyperfine || [ ! -x /usr/bin/time ]; then
+    echo "== installing hyperfine and time (Debian packages)"
+    apt-get update -qq && apt-get install -y -qq hyperfine time >/dev/null
+fi
+if [ ! -x "$venv/bin/aws" ]; then
+    echo "== installing the aws CLI and boto3 into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3
+fi
+
+started=no
+cleanup() { if [ "$started" = yes ]; then scripts/localstack.sh stop; fi; }
+trap cleanup EXIT
+if ! scripts/localstack.sh status; then scripts/localstack.sh start; started=yes; fi
+
+echo "== building secret-sidecar (release)"
+cargo build --release --locked --quiet
+bin="$PWD/target/release/secret-sidecar"
+
+echo "== seeding K = $counts"
+"$venv/bin/python" bench/seed.py "$endpoint" $counts
+
+export AWS_ENDPOINT_URL="$endpoint" AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 \
+    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_PAGER="" \
+    AWS_CONFIG_FILE=/nonexistent AWS_SHARED_CREDENTIALS_FILE=/nonexistent AWS_EC2_METADATA_DISABLED=true
+rm -rf "$results" && mkdir -p "$results"
+out="$(mktemp -d /dev/shm/secret-sidecar-bench.XXXXXX)"
+trap 'rm -rf "$out"; cleanup' EXIT
+
+# One curl process per run, driven by a config file: one request per block, `next`
+# between them, so the connection is kept alive across requests.
+curl_config() { # $1 = output prefix, $2 = X-Amz-Target, then one JSON body per request
+    local prefix=$1 target=$2 n=0 body
+    shift 2
+    for body in "$@"; do
+        [ "$n" = 0 ] || echo next
+        cat <<CFG
+silent
+output = "$out/$prefix-$n"
+aws-sigv4 = "aws:amz:us-east-1:secretsmanager"
+user = "test:test"
+header = "Content-Type: application/x-amz-json-1.1"
+header = "X-Amz-Target: secretsmanager.$target"
+data = "${body//\"/\\\"}"
+url = "$endpoint/"
+CFG
+        n=$((n + 1))
+    done
+}
+
+for k in $counts; do
+    ids=(); sidecar=()
+    for ((i = 0; i < k; i++)); do ids+=("bench/$k/$i"); sidecar+=(--secret "s$i=aws://bench/$k/$i"); done
+    bodies=(); batches=()
+    for ((i = 0; i < k; i++)); do bodies+=("{\"SecretId\":\"bench/$k/$i\"}"); done
+    for ((start = 0; start < k; start += 20)); do
+        list=""
+        for ((i = start; i < k && i < start + 20; i++)); do list+="${list:+,}\"bench/$k/$i\""; done
+        batches+=("{\"SecretIdList\":[$list]}")
+    done
+    curl_config curl GetSecretValue "${bodies[@]}" >"$results/curl-$k.args"
+    curl_config batch BatchGetSecretValue "${batches[@]}" >"$results/curl-batch-$k.args"
+    printf '%s\n' "${ids[@]}" >"$results/ids-$k"
+
+    declare -A commands=(
+        [secret-sidecar]="$bin --output-dir $out --log-format json ${sidecar[*]}"
+        [curl]="curl -K $results/curl-$k.args"
+        [curl-batch]="curl -K $results/curl-batch-$k.args"
+        [boto3]="$venv/bin/python bench/boto3_fetch.py $out ${ids[*]}"
+        [awscli]="sh -c 'i=0; while read -r id; do $venv/bin/aws secretsmanager get-secret-value --secret-id \$id --query SecretString --output text > $out/cli-\$i; i=\$((i+1)); done < $results/ids-$k'"
+    )
+    for tool in secret-sidecar curl-batch curl boto3 awscli; do
+        runs=20
+        case "$tool" in awscli) runs=$(( k >= 50 ? 2 : (k >= 10 ? 3 : 5) )) ;; boto3) runs=5 ;; esac
+        echo "== K=$k $tool ($runs runs)"
+        hyperfine --style none --warmup 1 --runs "$runs" --export-json "$results/$tool-$k.json" \
+            "${commands[$tool]}" >/dev/null 2>"$results/$tool-$k.hyperfine.err" || {
+            echo "   failed; see $results/$tool-$k.hyperfine.err"; continue; }
+        for n in 1 2 3; do
+            /usr/bin/time -v -o "$results/$tool-$k.time.$n" sh -c "${commands[$tool]}" >/dev/null 2>&1
+        done
+    done
+    unset commands
+done
+
+echo
+echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -sr)"
+echo "LocalStack $(curl -s "$endpoint/_localstack/health" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("version","?"))' 2>/dev/null)"
+echo "Binary: $(stat -c %s "$bin") bytes ($(numfmt --to=iec "$(stat -c %s "$bin")"))"
+echo
+python3 bench/report.py "$results" "$counts"
