@@ -22,7 +22,11 @@ use crate::exit::HELP_TABLE;
 pub struct Cli {
     /// A secret to publish, as [FILE=]REF; repeat for more.
     ///
-    /// REF is aws://NAME_OR_ARN[?version-stage=STAGE|version-id=ID][#KEY]. #KEY publishes one
+    /// REF is aws://NAME_OR_ARN[?version-stage=STAGE|version-id=ID][#KEY],
+    /// azure://VAULT/NAME[?version=VERSION][#KEY],
+    /// azure://https://HOST[:PORT]/secrets/NAME[/VERSION][#KEY],
+    /// gcp://PROJECT/NAME[?version=N|ALIAS][&location=REGION][#KEY] or
+    /// gcp://projects/P/[locations/L/]secrets/S[/versions/V][#KEY]. #KEY publishes one
     /// string field of a JSON secret (#password, or a JSON Pointer like #/db/password).
     /// Per-secret parameters: format=raw|explode|base64 (explode: one file per JSON member,
     /// in a folder named FILE), optional (skip it if it does not exist), mode=0400,
@@ -105,6 +109,15 @@ pub struct Cli {
     )]
     pub aws_batch: AwsBatch,
 
+    /// Google only: send every Secret Manager request to this endpoint instead of
+    /// https://secretmanager.googleapis.com (or the regional endpoint of a ?location=
+    /// secret), e.g. a Private Service Connect endpoint. https, or http to a loopback
+    /// address.
+    ///
+    /// Example: --gcp-endpoint https://secretmanager-myendpoint.p.googleapis.com
+    #[arg(long, value_name = "URL", env = "SECRET_SIDECAR_GCP_ENDPOINT")]
+    pub gcp_endpoint: Option<String>,
+
     /// Deadline for fetching every secret, including retries: 60, 60s, 1500ms or 2m.
     ///
     /// Example: --timeout 30s
@@ -139,6 +152,70 @@ pub struct Cli {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub azure: AzureArgs,
+}
+
+/// The Azure Key Vault options (see docs/azure.md).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AzureArgs {
+    /// Azure: how to prove the workload's identity. auto uses workload identity when
+    /// AZURE_FEDERATED_TOKEN_FILE is set (AKS injects it with AZURE_CLIENT_ID,
+    /// AZURE_TENANT_ID and AZURE_AUTHORITY_HOST), else managed identity (user-assigned when
+    /// AZURE_CLIENT_ID is set). developer uses the Azure CLI (az login), then azd; only when
+    /// asked for.
+    ///
+    /// Example: --azure-credential developer
+    #[arg(
+        long,
+        value_enum,
+        value_name = "KIND",
+        env = "SECRET_SIDECAR_AZURE_CREDENTIAL",
+        default_value = "auto"
+    )]
+    pub azure_credential: AzureCredential,
+
+    /// Azure: the cloud whose vault suffix completes azure://VAULT/NAME (public:
+    /// vault.azure.net, china: vault.azure.cn, usgov: vault.usgovcloudapi.net), and whose
+    /// Entra ID authority is used when AZURE_AUTHORITY_HOST is not set. By default, the
+    /// cloud AZURE_AUTHORITY_HOST belongs to (AKS sets it), else public. Full
+    /// azure://https://... references name their host themselves.
+    ///
+    /// Example: --azure-cloud china
+    #[arg(
+        long,
+        value_enum,
+        value_name = "CLOUD",
+        env = "SECRET_SIDECAR_AZURE_CLOUD"
+    )]
+    pub azure_cloud: Option<AzureCloud>,
+
+    /// Azure: accept a vault's authentication challenge for a resource outside the vault
+    /// host's domain. Needed only for a vault reached under another name (a private-endpoint
+    /// alias, a custom DNS name, a test server): the token is then requested for whatever
+    /// resource that host names, so give it only for hosts you trust.
+    ///
+    /// Example: --azure-skip-challenge-resource-check
+    #[arg(long, env = "SECRET_SIDECAR_AZURE_SKIP_CHALLENGE_RESOURCE_CHECK")]
+    pub azure_skip_challenge_resource_check: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum AzureCredential {
+    #[default]
+    Auto,
+    Workload,
+    Managed,
+    Developer,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum AzureCloud {
+    #[default]
+    Public,
+    China,
+    Usgov,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -237,19 +314,6 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!("60".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
-        assert_eq!("2m".parse::<Seconds>().unwrap().0, Duration::from_secs(120));
-        assert_eq!(
-            "1500ms".parse::<Seconds>().unwrap().0,
-            Duration::from_millis(1500)
-        );
-        assert!("0s".parse::<Seconds>().is_err());
-        assert!("soon".parse::<Seconds>().is_err());
-        assert!("-1".parse::<Seconds>().is_err());
-    }
-
-    #[test]
     fn misspelt_environment_variables_are_found() {
         let names = [
             "SECRET_SIDECAR_OUTPUT_DIR",
@@ -261,6 +325,19 @@ mod tests {
             unknown_env_vars(names.iter().map(|n| n.to_string())),
             ["SECRET_SIDECAR_OUTPUTDIR", "SECRET_SIDECAR_SECRETS"]
         );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!("60".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
+        assert_eq!("2m".parse::<Seconds>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "1500ms".parse::<Seconds>().unwrap().0,
+            Duration::from_millis(1500)
+        );
+        assert!("0s".parse::<Seconds>().is_err());
+        assert!("soon".parse::<Seconds>().is_err());
+        assert!("-1".parse::<Seconds>().is_err());
     }
 
     #[test]

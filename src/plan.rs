@@ -67,6 +67,10 @@ pub struct Plan {
     /// Extra CA certificates (PEM) every provider trusts.
     pub ca_file: Option<PathBuf>,
     pub aws_batch: crate::cli::AwsBatch,
+    /// `--gcp-endpoint`, checked by the GCP provider.
+    pub gcp_endpoint: Option<String>,
+    /// The Azure options, read by the Azure provider.
+    pub azure: crate::cli::AzureArgs,
     pub allow_non_tmpfs: bool,
     pub items: Vec<Item>,
     pub aggregates: Vec<Aggregate>,
@@ -123,19 +127,21 @@ impl Plan {
 
         let mut output_dir = cli.output_dir.clone();
         if items.is_empty() && aggregates.is_empty() {
-            // Drop-in mode for the original init container: SECRET_NAME (+ MOUNT_NAME).
-            if let Some(name) = env("SECRET_NAME").filter(|name| !name.is_empty()) {
+            // Drop-in mode for the original init container: SECRET_NAME, or AZURE_VAULT_NAME
+            // and AZURE_SECRET_NAME (+ MOUNT_NAME).
+            if let Some(reference) = legacy_reference(env)? {
                 let file = env("MOUNT_NAME")
                     .filter(|name| !name.is_empty())
                     .unwrap_or_else(|| LEGACY_FILE.to_owned());
-                let reference = SecretRef::parse(&format!("aws://{name}?version-stage=AWSCURRENT"))
-                    .context("SECRET_NAME")?;
                 items.push(item(reference, Some(file), mode, owner).context("MOUNT_NAME")?);
                 output_dir.get_or_insert_with(|| PathBuf::from(LEGACY_DIR));
             }
         }
         if items.is_empty() && aggregates.is_empty() {
-            bail!("no secret to fetch: give --secret, --config, or SECRET_NAME");
+            bail!(
+                "no secret to fetch: give --secret, --config, SECRET_NAME, or AZURE_VAULT_NAME \
+                 and AZURE_SECRET_NAME"
+            );
         }
         let Some(output_dir) = output_dir else {
             bail!("--output-dir is required (the shared in-memory volume)");
@@ -164,12 +170,42 @@ impl Plan {
             output_dir,
             ca_file: cli.ca_file.clone(),
             aws_batch: cli.aws_batch,
+            gcp_endpoint: cli.gcp_endpoint.clone(),
+            azure: cli.azure.clone(),
             allow_non_tmpfs: cli.allow_non_tmpfs,
             items,
             aggregates,
             timeout: cli.timeout.0,
             concurrency: cli.concurrency,
         })
+    }
+}
+
+/// The original init container's variables: `SECRET_NAME` (AWS, stage `AWSCURRENT`) or
+/// `AZURE_VAULT_NAME` + `AZURE_SECRET_NAME` (the latest version in
+/// `https://VAULT.vault.azure.net`, or the `--azure-cloud` suffix). Both sets at once, or
+/// half of the Azure one, is a usage error rather than a guess.
+fn legacy_reference(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<SecretRef>> {
+    let var = |name: &str| env(name).filter(|value| !value.is_empty());
+    let aws = var("SECRET_NAME");
+    let azure = match (var("AZURE_VAULT_NAME"), var("AZURE_SECRET_NAME")) {
+        (Some(vault), Some(name)) => Some((vault, name)),
+        (None, None) => None,
+        (Some(_), None) => bail!("AZURE_VAULT_NAME is set but AZURE_SECRET_NAME is not"),
+        (None, Some(_)) => bail!("AZURE_SECRET_NAME is set but AZURE_VAULT_NAME is not"),
+    };
+    match (aws, azure) {
+        (Some(_), Some(_)) => bail!(
+            "both SECRET_NAME (AWS) and AZURE_VAULT_NAME/AZURE_SECRET_NAME (Azure) are set; \
+             unset one, or name the secret with --secret"
+        ),
+        (Some(name), None) => SecretRef::parse(&format!("aws://{name}?version-stage=AWSCURRENT"))
+            .context("SECRET_NAME")
+            .map(Some),
+        (None, Some((vault, name))) => SecretRef::parse(&format!("azure://{vault}/{name}"))
+            .context("AZURE_VAULT_NAME/AZURE_SECRET_NAME")
+            .map(Some),
+        (None, None) => Ok(None),
     }
 }
 
@@ -580,5 +616,73 @@ mod tests {
                 gid: Some(8)
             })
         );
+    }
+}
+
+#[cfg(all(test, feature = "azure"))]
+mod azure_legacy_tests {
+    use super::*;
+    use clap::Parser;
+
+    fn build(args: &[&str], env: &[(&str, &str)]) -> Result<Plan> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut full = vec!["secret-sidecar"];
+        full.extend_from_slice(args);
+        Plan::build_inner(&Cli::try_parse_from(full).unwrap(), &|name| {
+            env.get(name).cloned()
+        })
+    }
+
+    #[test]
+    fn azure_vault_and_secret_name_are_a_drop_in() {
+        let plan = build(
+            &[],
+            &[
+                ("AZURE_VAULT_NAME", "my-vault"),
+                ("AZURE_SECRET_NAME", "db-password"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.output_dir, PathBuf::from("/tmp"));
+        assert_eq!(plan.items[0].file, "secret");
+        assert_eq!(plan.items[0].reference.text, "azure://my-vault/db-password");
+
+        let plan = build(
+            &["--output-dir=/shm"],
+            &[
+                ("AZURE_VAULT_NAME", "my-vault"),
+                ("AZURE_SECRET_NAME", "db"),
+                ("MOUNT_NAME", "creds"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(plan.output_dir, PathBuf::from("/shm"));
+        assert_eq!(plan.items[0].file, "creds");
+    }
+
+    #[test]
+    fn ambiguous_or_half_legacy_environments_are_usage_errors() {
+        for env in [
+            &[("AZURE_VAULT_NAME", "my-vault")][..],
+            &[("AZURE_SECRET_NAME", "db")][..],
+            &[
+                ("SECRET_NAME", "prod/db"),
+                ("AZURE_VAULT_NAME", "my-vault"),
+                ("AZURE_SECRET_NAME", "db"),
+            ][..],
+            &[("AZURE_VAULT_NAME", "x"), ("AZURE_SECRET_NAME", "db")][..],
+        ] {
+            assert!(build(&[], env).is_err(), "{env:?} should be rejected");
+        }
+        // Explicit secrets win, and then the legacy variables are not even read.
+        let plan = build(
+            &["--output-dir=/o", "--secret=azure://other-vault/x"],
+            &[("AZURE_VAULT_NAME", "my-vault")],
+        )
+        .unwrap();
+        assert_eq!(plan.items[0].file, "x");
     }
 }

@@ -75,6 +75,8 @@ async fn run_once(cli: &Cli) -> Result<()> {
         attempt_timeout: policy.attempt_timeout,
         ca_file: plan.ca_file.clone(),
         aws_batch: plan.aws_batch,
+        gcp_endpoint: plan.gcp_endpoint.clone(),
+        azure: plan.azure.clone(),
     };
 
     let started = Instant::now();

@@ -8,6 +8,10 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "azure")]
+pub mod azure;
+#[cfg(feature = "gcp")]
+pub mod gcp;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +41,11 @@ pub struct Settings {
     pub ca_file: Option<PathBuf>,
     /// Whether AWS reads many secrets per call with BatchGetSecretValue.
     pub aws_batch: crate::cli::AwsBatch,
+    /// `--gcp-endpoint`: where every Google Secret Manager request goes instead of the
+    /// global or regional endpoint (Private Service Connect, tests).
+    pub gcp_endpoint: Option<String>,
+    /// `--azure-credential`, `--azure-cloud`, `--azure-skip-challenge-resource-check`.
+    pub azure: crate::cli::AzureArgs,
 }
 
 /// The most one response may hold. Far above every store's own limits (AWS: 64 KiB per
@@ -83,6 +92,10 @@ pub trait Provider: Sized {
 pub enum Target {
     #[cfg(feature = "aws")]
     Aws(aws::AwsTarget),
+    #[cfg(feature = "azure")]
+    Azure(azure::AzureTarget),
+    #[cfg(feature = "gcp")]
+    Gcp(gcp::GcpTarget),
 }
 
 impl Target {
@@ -91,11 +104,15 @@ impl Target {
         match scheme {
             #[cfg(feature = "aws")]
             "aws" => Ok(Target::Aws(aws::AwsTarget::parse(locator, params)?)),
+            #[cfg(feature = "azure")]
+            "azure" => Ok(Target::Azure(azure::AzureTarget::parse(locator, params)?)),
+            #[cfg(feature = "gcp")]
+            "gcp" => Ok(Target::Gcp(gcp::GcpTarget::parse(locator, params)?)),
             #[allow(unreachable_patterns)]
             "aws" | "azure" | "gcp" => bail!(
                 "this build of secret-sidecar has no '{scheme}' provider (cargo feature '{scheme}' was off)"
             ),
-            other => bail!("unknown provider '{other}://' (expected aws://)"),
+            other => bail!("unknown provider '{other}://' (expected aws://, azure:// or gcp://)"),
         }
     }
 
@@ -104,6 +121,10 @@ impl Target {
         match self {
             #[cfg(feature = "aws")]
             Target::Aws(target) => target.short_name(),
+            #[cfg(feature = "azure")]
+            Target::Azure(target) => target.short_name(),
+            #[cfg(feature = "gcp")]
+            Target::Gcp(target) => target.short_name(),
         }
     }
 }
@@ -129,6 +150,10 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 pub struct Providers {
     #[cfg(feature = "aws")]
     aws: Option<aws::Aws>,
+    #[cfg(feature = "azure")]
+    azure: Option<azure::Azure>,
+    #[cfg(feature = "gcp")]
+    gcp: Option<gcp::Gcp>,
 }
 
 impl Providers {
@@ -138,10 +163,18 @@ impl Providers {
     ) -> Result<Providers> {
         #[cfg(feature = "aws")]
         let mut aws_targets = Vec::new();
+        #[cfg(feature = "azure")]
+        let mut azure_targets = Vec::new();
+        #[cfg(feature = "gcp")]
+        let mut gcp_targets = Vec::new();
         for target in targets {
             match target {
                 #[cfg(feature = "aws")]
                 Target::Aws(target) => aws_targets.push(target),
+                #[cfg(feature = "azure")]
+                Target::Azure(target) => azure_targets.push(target),
+                #[cfg(feature = "gcp")]
+                Target::Gcp(target) => gcp_targets.push(target),
             }
         }
         #[allow(unused_mut)]
@@ -149,6 +182,14 @@ impl Providers {
         #[cfg(feature = "aws")]
         if !aws_targets.is_empty() {
             providers.aws = Some(aws::Aws::connect(&aws_targets, settings).await?);
+        }
+        #[cfg(feature = "azure")]
+        if !azure_targets.is_empty() {
+            providers.azure = Some(azure::Azure::connect(&azure_targets, settings).await?);
+        }
+        #[cfg(feature = "gcp")]
+        if !gcp_targets.is_empty() {
+            providers.gcp = Some(gcp::Gcp::connect(&gcp_targets, settings).await?);
         }
         let _ = settings;
         Ok(providers)
@@ -179,6 +220,20 @@ impl Providers {
             Target::Aws(target) => match &self.aws {
                 Some(aws) => aws.fetch(target).await,
                 None => Err(anyhow::anyhow!("AWS provider used before it was connected"))
+                    .context(Class::Internal),
+            },
+            #[cfg(feature = "azure")]
+            Target::Azure(target) => match &self.azure {
+                Some(azure) => azure.fetch(target).await,
+                None => Err(anyhow::anyhow!(
+                    "Azure provider used before it was connected"
+                ))
+                .context(Class::Internal),
+            },
+            #[cfg(feature = "gcp")]
+            Target::Gcp(target) => match &self.gcp {
+                Some(gcp) => gcp.fetch(target).await,
+                None => Err(anyhow::anyhow!("GCP provider used before it was connected"))
                     .context(Class::Internal),
             },
         }

@@ -450,6 +450,9 @@ pub fn wait_a_moment() {
     std::thread::sleep(Duration::from_millis(20));
 }
 
+pub mod azure;
 pub mod deploy;
+pub mod gcp;
 pub mod http;
 pub mod sts;
+pub mod tls;
