@@ -31,9 +31,9 @@ ENV CC_x86_64_unknown_linux_musl=musl-gcc
 WORKDIR /src
 
 # The provider features to build, comma-separated (see [features] in Cargo.toml). Always
-# with --no-default-features, so the image holds exactly these: "aws" gives a slim
-# single-cloud image; list more providers for a multi-cloud one.
-ARG FEATURES=aws
+# with --no-default-features, so the image holds exactly these: all three by default, as
+# the crate's own default; "aws", "azure" or "gcp" alone for a slim single-cloud image.
+ARG FEATURES=aws,azure,gcp
 
 # Dependencies first, against stub sources: editing src/ then rebuilds only this crate.
 COPY Cargo.toml Cargo.lock ./
