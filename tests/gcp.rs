@@ -394,7 +394,7 @@ fn federation_exchanges_the_projected_token_at_sts() {
 
     let exchanges = env.sts.requests();
     assert_eq!(exchanges.len(), 1, "one exchange per run: {exchanges:#?}");
-    let form = support::gcp::form(&exchanges[0].body);
+    let form = support::http::form(&exchanges[0].body);
     assert_eq!(exchanges[0].line, "POST /v1/token HTTP/1.1");
     assert_eq!(
         form["subject_token"],
@@ -428,7 +428,7 @@ fn federation_with_impersonation_uses_the_service_accounts_token() {
     assert_eq!(out.read("db-password"), b"s3cr3t-impersonated");
 
     let exchange = &env.sts.requests()[0];
-    let form = support::gcp::form(&exchange.body);
+    let form = support::http::form(&exchange.body);
     assert_eq!(form["subject_token"], env.subject_token);
     // The STS token only needs to call IAM; the final token carries the user's scope.
     assert_eq!(form["scope"], IAM_SCOPE);
@@ -483,7 +483,7 @@ fn federation_with_a_url_sourced_subject_token() {
         .expect_stderr("subject_token=url:");
     assert_eq!(out.read("db-password"), b"from-a-url-token");
     assert_eq!(
-        support::gcp::form(&sts.requests()[0].body)["subject_token"],
+        support::http::form(&sts.requests()[0].body)["subject_token"],
         subject
     );
 }
@@ -519,7 +519,7 @@ fn an_error_body_that_echoes_a_token_is_scrubbed() {
             "error": "invalid_request",
             "error_description": format!(
                 "bad request: {}",
-                support::gcp::form(&request.body)["subject_token"]
+                support::http::form(&request.body)["subject_token"]
             ),
             })
             .to_string(),

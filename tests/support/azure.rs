@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::http::{Request, Response, Server};
+use super::http::{Request, Response, Server, form};
 use super::tls::HttpsServer;
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -80,36 +80,6 @@ pub fn projected_token() -> String {
         r#"{{"aud":["api://AzureADTokenExchange"],"iss":"https://oidc.example.test/{TENANT}/","sub":"system:serviceaccount:default:app","exp":{}}}"#,
         now() + 3600
     ))
-}
-
-/// `application/x-www-form-urlencoded` → fields.
-pub fn form(body: &[u8]) -> BTreeMap<String, String> {
-    let decode = |text: &str| {
-        let bytes = text.replace('+', " ").into_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                if let Ok(byte) = u8::from_str_radix(hex, 16) {
-                    out.push(byte);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(bytes[i]);
-            i += 1;
-        }
-        String::from_utf8(out).unwrap()
-    };
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(name), decode(value))
-        })
-        .collect()
 }
 
 fn query(target: &str) -> BTreeMap<String, String> {

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::http::{Request, Response, Server};
+use super::http::{Request, Response, Server, form};
 
 /// The project number the fakes put in resource names they return, as the service does.
 pub const PROJECT_NUMBER: &str = "123456789012";
@@ -526,42 +526,6 @@ fn split_query(target: &str) -> (String, BTreeMap<String, String>) {
         Some((path, query)) => (path.to_owned(), form(query.as_bytes())),
         None => (target.to_owned(), BTreeMap::new()),
     }
-}
-
-/// `application/x-www-form-urlencoded` pairs.
-pub fn form(body: &[u8]) -> BTreeMap<String, String> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(name), percent_decode(value))
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|hex| u8::from_str_radix(hex, 16).ok()) {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An `external_account` credential configuration, as
