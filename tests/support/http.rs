@@ -135,6 +135,9 @@ pub fn serve<S: std::io::Read + Write>(
 ) -> Fault {
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader) {
+        let close = request
+            .header("connection")
+            .is_some_and(|value| value.eq_ignore_ascii_case("close"));
         let response = handler(&request);
         seen.lock().unwrap().push(request);
         let mut head = format!(
@@ -176,7 +179,7 @@ pub fn serve<S: std::io::Read + Write>(
             }
             Fault::Close => return Fault::Close,
         };
-        if sent.and_then(|_| stream.flush()).is_err() {
+        if sent.and_then(|_| stream.flush()).is_err() || close {
             break;
         }
     }
