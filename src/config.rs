@@ -91,82 +91,52 @@ impl ConfigFile {
     }
 }
 
-/// Renders a YAML error as `MESSAGE at line L, column C` with anything quoted in the
-/// message (a scalar from the file) replaced by `…`.
+/// Renders a YAML error as `MESSAGE at line L, column C`, keeping nothing from the file
+/// but field names: see [`redact`].
 fn describe(err: &serde_saphyr::Error) -> String {
-    let mut options = serde_saphyr::RenderOptions::new(&serde_saphyr::UserMessageFormatter);
-    options.snippets = serde_saphyr::SnippetMode::Off;
-    redact_quoted(&err.render_with_options(options))
+    use serde_saphyr::MessageFormatter as _;
+    let message = redact(&serde_saphyr::UserMessageFormatter.format_message(err));
+    match err.location() {
+        Some(at) => format!("{message} at line {}, column {}", at.line(), at.column()),
+        None => message,
+    }
 }
 
-/// The names this file format itself defines: fields and enum variants. serde quotes them
-/// in backticks in its messages ("expected one of `env`, `json`"); they come from this
-/// code, not from the file, so they may be shown.
-const SCHEMA_NAMES: &[&str] = &[
-    "secrets",
-    "files",
-    "ref",
-    "file",
-    "key",
-    "format",
-    "optional",
-    "mode",
-    "owner",
-    "values",
-    "template",
-    "template_file",
-    "raw",
-    "explode",
-    "base64",
-    "env",
-    "json",
-];
-
-/// Drops whatever in a parse error may have come from the file's values: the contents of
-/// `"…"` and `'…'` spans, and of backticked spans except a field name the user wrote
-/// ("unknown field `flie`") or a name of the format itself. An unknown enum value
-/// ("unknown variant `…`") is a value, and is dropped.
-fn redact_quoted(message: &str) -> String {
-    enum State {
-        Text,
-        Hidden(char, String),
-        FieldName,
+/// What of a parse error can be shown without showing a value from the file.
+///
+/// serde quotes the offending value in its messages (`invalid type: string "…"`,
+/// ``unknown variant `…` ``), and a value may itself hold any quote character, so the
+/// message cannot be parsed by its quotes. Instead it is kept only up to its first quote of
+/// any kind, followed by serde's closing `, expected …` clause, which comes from this
+/// program's schema and is always last. Field names (unknown, missing or duplicate) are
+/// keys, not values, and are shown: they are what tells the user what to fix.
+fn redact(message: &str) -> String {
+    let expected = message.rfind(", expected ").map(|at| &message[at..]);
+    for kind in ["unknown field `", "missing field `", "duplicate field `"] {
+        if let Some(rest) = message.strip_prefix(kind) {
+            let name = match expected {
+                Some(tail) => rest.strip_suffix(tail).unwrap_or(rest),
+                None => rest,
+            };
+            let name = name.strip_suffix('`').unwrap_or(name);
+            return format!("{kind}{name}`{}", expected.unwrap_or_default());
+        }
     }
-    let mut out = String::with_capacity(message.len());
-    let mut state = State::Text;
-    for c in message.chars() {
-        state = match state {
-            State::Text => {
-                let after_field = out.ends_with("field ");
-                out.push(c);
-                match c {
-                    '`' if after_field => State::FieldName,
-                    '"' | '\'' | '`' => State::Hidden(c, String::new()),
-                    _ => State::Text,
-                }
-            }
-            State::FieldName => {
-                out.push(c);
-                if c == '`' {
-                    State::Text
-                } else {
-                    State::FieldName
-                }
-            }
-            State::Hidden(quote, text) if c == quote => {
-                let shown = quote == '`' && SCHEMA_NAMES.contains(&text.as_str());
-                out.push_str(if shown { &text } else { "…" });
-                out.push(c);
-                State::Text
-            }
-            State::Hidden(quote, mut text) => {
-                text.push(c);
-                State::Hidden(quote, text)
-            }
+    let cut = message.find(['"', '\'', '`']).unwrap_or(message.len());
+    let mut out = message[..cut].trim_end().to_owned();
+    if cut < message.len() {
+        out.push_str(" …");
+        // serde's clause names types and this schema's own names: plain words, commas and
+        // backticks. Anything else in a tail is not serde's, so it is not shown.
+        let schema_like = |tail: &&str| {
+            tail.chars()
+                .all(|c| c.is_ascii_alphanumeric() || " _-,.`".contains(c))
         };
-    }
-    if let State::Hidden(..) = state {
-        out.push('…');
+        if let Some(tail) = expected.filter(schema_like)
+            && message.len() - tail.len() > cut
+        {
+            out.push_str(tail);
+        }
     }
     out
 }
@@ -235,18 +205,32 @@ mod tests {
 
     #[test]
     fn redaction_keeps_structure() {
-        assert_eq!(
-            redact_quoted(r#"invalid type: string "x y", expected u8"#),
-            "invalid type: string \"…\", expected u8"
-        );
-        assert_eq!(
-            redact_quoted("unknown field `flie`"),
-            "unknown field `flie`"
-        );
-        assert_eq!(
-            redact_quoted("unknown variant `SENTINELX9`, expected one of `env`, `json`"),
-            "unknown variant `…`, expected one of `env`, `json`"
-        );
-        assert_eq!(redact_quoted("dangling \"abc"), "dangling \"…");
+        for (message, shown) in [
+            (
+                r#"invalid type: string "x y", expected u8"#,
+                "invalid type: string …, expected u8",
+            ),
+            (
+                "unknown field `flie`, expected one of `ref`, `file`",
+                "unknown field `flie`, expected one of `ref`, `file`",
+            ),
+            ("missing field `ref`", "missing field `ref`"),
+            (
+                "unknown variant `SENTINELX9`, expected one of `env`, `json`",
+                "unknown variant …, expected one of `env`, `json`",
+            ),
+            // A value holding quotes of every kind cannot close the span early.
+            (
+                "unknown variant ``a:SENTINELX9`, expected one of `env`",
+                "unknown variant …, expected one of `env`",
+            ),
+            (
+                r#"invalid type: string "a"SENTINELX9, expected x"", expected u8"#,
+                "invalid type: string …, expected u8",
+            ),
+            ("dangling \"abc", "dangling …"),
+        ] {
+            assert_eq!(redact(message), shown, "for {message:?}");
+        }
     }
 }
