@@ -38,7 +38,7 @@ if ! scripts/localstack.sh status; then scripts/localstack.sh start; started=yes
 
 echo "== building secret-sidecar (release)"
 cargo build --release --locked --quiet
-bin="$PWD/target/release/secret-sidecar"
+bin="$(realpath "${CARGO_TARGET_DIR:-target}")/release/secret-sidecar"
 
 echo "== seeding K = $counts"
 "$venv/bin/python" bench/seed.py "$endpoint" $counts

@@ -23,7 +23,7 @@ fi
 
 echo "== building secret-sidecar"
 cargo build --locked --quiet
-bin=target/debug/secret-sidecar
+bin="${CARGO_TARGET_DIR:-target}/debug/secret-sidecar"
 
 echo "== storing the secret demo/db in LocalStack (a random password, never printed)"
 # LocalStack does not check request signatures, so a plain JSON call is enough here.
