@@ -187,3 +187,45 @@ fn a_denied_batch_falls_back_to_single_reads_unless_forced() {
         .expect_stderr("BatchGetSecretValue");
     other.expect_empty();
 }
+
+#[test]
+fn a_private_ca_is_trusted_through_ca_file_or_ssl_cert_file_only() {
+    use support::tls::{HttpsServer, ca};
+    let https = HttpsServer::with_handler(|_| {
+        Response::json(
+            200,
+            r#"{"Name":"db","VersionId":"v1","SecretString":"over tls"}"#,
+        )
+    });
+    let run = |out: &Scratch, extra: &dyn Fn(Sidecar) -> Sidecar| {
+        extra(Sidecar::new().env("AWS_ENDPOINT_URL", &https.url))
+            .arg("--output-dir")
+            .arg(&out.path)
+            .args(["--secret", "db=aws://db", "--timeout", "20s"])
+            .run()
+    };
+
+    // --ca-file adds the test CA to the system roots.
+    let out = Scratch::tmpfs("wire-ca-file");
+    run(&out, &|s| s.arg("--ca-file").arg(&ca().pem_file)).expect_code(0);
+    assert_eq!(out.read("db"), b"over tls");
+
+    // SSL_CERT_FILE replaces the system roots with it, as rustls-native-certs does.
+    let out = Scratch::tmpfs("wire-ssl-cert-file");
+    run(&out, &|s| s.env("SSL_CERT_FILE", &ca().pem_file)).expect_code(0);
+    assert_eq!(out.read("db"), b"over tls");
+
+    // Neither: the certificate is not trusted and nothing is published.
+    let before = https.requests().len();
+    let out = Scratch::tmpfs("wire-untrusted");
+    // Classed transient today (exit 5 after the retries), like any failed connection.
+    run(&out, &|s| s)
+        .expect_code(5)
+        .expect_stderr("invalid peer certificate");
+    assert_eq!(
+        https.requests().len(),
+        before,
+        "a request got through an untrusted TLS session"
+    );
+    out.expect_empty();
+}
