@@ -31,16 +31,19 @@ pub fn endpoint() -> String {
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(tag: &str) -> String {
+    format!("test/{tag}-{}", unique_id('-'))
+}
+
+/// Process id, a counter and the clock's nanoseconds, joined by `separator`: unique within
+/// and across test runs, and made only of digits and the separator.
+pub fn unique_id(separator: char) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!(
-        "test/{tag}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{}{separator}{count}{separator}{nanos}", std::process::id())
 }
 
 /// The binary under test with a clean environment aimed at LocalStack.
