@@ -36,7 +36,9 @@ use aws_sdk_secretsmanager::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_smithy_types::body::SdkBody;
 use tracing::{debug, info};
 
-use super::{Fetched, MAX_RESPONSE_BYTES, Provider, Settings, USER_AGENT, error_chain};
+use super::{
+    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, USER_AGENT, error_chain,
+};
 use crate::cli::AwsBatch;
 use crate::exit::Class;
 use crate::reference::Params;
@@ -371,10 +373,7 @@ where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
     if has_cause::<http_body_util::LengthLimitError>(&err) {
-        return anyhow!(
-            "the response is larger than {MAX_RESPONSE_BYTES} bytes, far above any secret"
-        )
-        .context(Class::BadData);
+        return anyhow::Error::new(ResponseTooLarge).context(Class::BadData);
     }
     let class = match &err {
         SdkError::ServiceError(service) => {

@@ -59,7 +59,9 @@ use futures_util::StreamExt as _;
 use tracing::info;
 use zeroize::Zeroize;
 
-use super::{Fetched, MAX_RESPONSE_BYTES, Provider, Settings, USER_AGENT, error_chain};
+use super::{
+    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, USER_AGENT, error_chain,
+};
 use crate::cli::AzureCloud;
 use crate::exit::Class;
 use crate::reference::Params;
@@ -404,21 +406,6 @@ impl Policy for UserAgentSuffix {
 #[derive(Debug)]
 struct ResponseLimit;
 
-/// The error a body over the cap ends in; found again by type in [`Verdict::of`].
-#[derive(Debug)]
-struct TooLarge;
-
-impl std::fmt::Display for TooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the response is larger than {MAX_RESPONSE_BYTES} bytes, far above any secret"
-        )
-    }
-}
-
-impl std::error::Error for TooLarge {}
-
 #[async_trait::async_trait]
 impl Policy for ResponseLimit {
     async fn send(
@@ -433,7 +420,7 @@ impl Policy for ResponseLimit {
             let chunk = chunk?;
             total = total.saturating_add(chunk.len());
             match total > MAX_RESPONSE_BYTES {
-                true => Err(AzureError::new(ErrorKind::DataConversion, TooLarge)),
+                true => Err(AzureError::new(ErrorKind::DataConversion, ResponseTooLarge)),
                 false => Ok(chunk),
             }
         });
@@ -509,7 +496,7 @@ impl<'e> Verdict<'e> {
         let mut too_large = false;
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
         while let Some(current) = cause {
-            too_large |= current.is::<TooLarge>();
+            too_large |= current.is::<ResponseTooLarge>();
             if let Some(azure) = current.downcast_ref::<AzureError>() {
                 match azure.kind() {
                     ErrorKind::Credential => credential = true,

@@ -53,6 +53,22 @@ pub struct Settings {
 /// enough that a hostile or broken endpoint cannot make the process buffer without end.
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
+/// What a provider reports when a response goes over [`MAX_RESPONSE_BYTES`]: bad data,
+/// exit 7, and never retried.
+#[derive(Debug)]
+pub struct ResponseTooLarge;
+
+impl std::fmt::Display for ResponseTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the response is larger than {MAX_RESPONSE_BYTES} bytes, far above any secret"
+        )
+    }
+}
+
+impl std::error::Error for ResponseTooLarge {}
+
 /// `secret-sidecar/<version>`, for every provider's User-Agent.
 pub const USER_AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
