@@ -37,7 +37,7 @@ use aws_smithy_types::body::SdkBody;
 use tracing::{debug, info};
 
 use super::{
-    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, USER_AGENT, error_chain,
+    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, error_chain, user_agent,
 };
 use crate::cli::AwsBatch;
 use crate::exit::Class;
@@ -595,10 +595,7 @@ impl Intercept for UserAgentSuffix {
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let headers = context.request_mut().headers_mut();
-        let agent = match headers.get("user-agent") {
-            Some(existing) => format!("{existing} {USER_AGENT}"),
-            None => USER_AGENT.to_owned(),
-        };
+        let agent = user_agent(headers.get("user-agent"));
         headers.insert("user-agent", agent);
         Ok(())
     }

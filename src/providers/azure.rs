@@ -60,7 +60,7 @@ use tracing::info;
 use zeroize::Zeroize;
 
 use super::{
-    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, USER_AGENT, error_chain,
+    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, error_chain, user_agent,
 };
 use crate::cli::AzureCloud;
 use crate::exit::Class;
@@ -392,10 +392,7 @@ impl Policy for UserAgentSuffix {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
-        let agent = match request.headers().get_optional_str(&headers::USER_AGENT) {
-            Some(existing) => format!("{existing} {USER_AGENT}"),
-            None => USER_AGENT.to_owned(),
-        };
+        let agent = user_agent(request.headers().get_optional_str(&headers::USER_AGENT));
         request.insert_header(headers::USER_AGENT, agent);
         next[0].send(ctx, request, &next[1..]).await
     }

@@ -72,6 +72,15 @@ impl std::error::Error for ResponseTooLarge {}
 /// `secret-sidecar/<version>`, for every provider's User-Agent.
 pub const USER_AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
+/// An SDK's User-Agent with `secret-sidecar/<version>` appended, so calls are attributable
+/// in the provider's audit logs.
+pub fn user_agent(sdk: Option<&str>) -> String {
+    match sdk {
+        Some(existing) => format!("{existing} {USER_AGENT}"),
+        None => USER_AGENT.to_owned(),
+    }
+}
+
 /// One secret store. Implementations fetch only; they never write anything.
 ///
 /// The contract every provider keeps:
