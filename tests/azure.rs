@@ -45,13 +45,19 @@ impl Azure {
     }
 
     /// The variables the workload identity webhook injects, the authority aimed at the
-    /// fake, the test CA trusted with --ca-file, and the vault reached by its URL.
-    fn sidecar(&self, out: &Scratch) -> Sidecar {
+    /// fake.
+    fn workload(&self) -> Sidecar {
         Sidecar::new()
             .env("AZURE_CLIENT_ID", CLIENT_ID)
             .env("AZURE_TENANT_ID", TENANT)
             .env("AZURE_FEDERATED_TOKEN_FILE", &self.token_file)
             .env("AZURE_AUTHORITY_HOST", self.entra.authority_host())
+    }
+
+    /// [`Azure::workload`], the test CA trusted with --ca-file, and the vault reached by
+    /// its URL.
+    fn sidecar(&self, out: &Scratch) -> Sidecar {
+        self.workload()
             .arg("--azure-skip-challenge-resource-check")
             .arg("--ca-file")
             .arg(&ca().pem_file)
@@ -146,11 +152,8 @@ fn versions_are_chosen_by_parameter_or_identifier_and_env_vars_configure_azure()
 
     // The flag from the environment instead of the command line, and one client (one
     // challenge, one token) for the four secrets of the vault.
-    let run = Sidecar::new()
-        .env("AZURE_CLIENT_ID", CLIENT_ID)
-        .env("AZURE_TENANT_ID", TENANT)
-        .env("AZURE_FEDERATED_TOKEN_FILE", &azure.token_file)
-        .env("AZURE_AUTHORITY_HOST", azure.entra.authority_host())
+    let run = azure
+        .workload()
         .env("SECRET_SIDECAR_AZURE_SKIP_CHALLENGE_RESOURCE_CHECK", "true")
         .env("SECRET_SIDECAR_CA_FILE", &ca().pem_file)
         .env("SECRET_SIDECAR_OUTPUT_DIR", &out.path)
@@ -480,11 +483,8 @@ fn a_challenge_for_another_domain_is_refused_unless_the_flag_allows_it() {
     let out = Scratch::tmpfs("az-challenge");
 
     // 127.0.0.1 does not end in .vault.azure.net, the resource the challenge names.
-    Sidecar::new()
-        .env("AZURE_CLIENT_ID", CLIENT_ID)
-        .env("AZURE_TENANT_ID", TENANT)
-        .env("AZURE_FEDERATED_TOKEN_FILE", &azure.token_file)
-        .env("AZURE_AUTHORITY_HOST", azure.entra.authority_host())
+    azure
+        .workload()
         .arg("--ca-file")
         .arg(&ca().pem_file)
         .arg("--output-dir")
@@ -508,11 +508,8 @@ fn an_untrusted_server_certificate_is_refused() {
     let out = Scratch::tmpfs("az-untrusted");
 
     // No --ca-file: the system roots do not include the test CA.
-    Sidecar::new()
-        .env("AZURE_CLIENT_ID", CLIENT_ID)
-        .env("AZURE_TENANT_ID", TENANT)
-        .env("AZURE_FEDERATED_TOKEN_FILE", &azure.token_file)
-        .env("AZURE_AUTHORITY_HOST", azure.entra.authority_host())
+    azure
+        .workload()
         .arg("--azure-skip-challenge-resource-check")
         .arg("--output-dir")
         .arg(&out.path)
