@@ -20,6 +20,9 @@ use crate::exit::HELP_TABLE;
 #[derive(Debug, Parser)]
 #[command(name = "secret-sidecar", version, after_help = HELP_TABLE, max_term_width = 100)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// A secret to publish, as [FILE=]REF; repeat for more.
     ///
     /// REF is aws://NAME_OR_ARN[?version-stage=STAGE|version-id=ID][#KEY],
@@ -90,7 +93,12 @@ pub struct Cli {
     /// replaces the system's roots as usual.
     ///
     /// Example: --ca-file /etc/ssl/certs/corporate-ca.pem
-    #[arg(long, value_name = "FILE", env = "SECRET_SIDECAR_CA_FILE")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SECRET_SIDECAR_CA_FILE",
+        global = true
+    )]
     pub ca_file: Option<PathBuf>,
 
     /// AWS only: read up to 20 secrets per call with BatchGetSecretValue. auto batches
@@ -125,7 +133,8 @@ pub struct Cli {
         long,
         value_name = "DURATION",
         env = "SECRET_SIDECAR_TIMEOUT",
-        default_value = "60s"
+        default_value = "60s",
+        global = true
     )]
     pub timeout: Seconds,
 
@@ -149,12 +158,211 @@ pub struct Cli {
         value_enum,
         value_name = "FORMAT",
         env = "SECRET_SIDECAR_LOG_FORMAT",
-        default_value = "text"
+        default_value = "text",
+        global = true
     )]
     pub log_format: LogFormat,
 
+    /// AWS only: where the web-identity token for AWS_ROLE_ARN comes from. file is the
+    /// SDK's default chain (IRSA's AWS_WEB_IDENTITY_TOKEN_FILE, static keys, EKS Pod
+    /// Identity, ECS, ...). gcp-metadata asks the Google metadata server for an ID token
+    /// (a GKE or GCE workload reaching AWS; needs --aws-token-audience);
+    /// oauth2-client-credentials asks an OAuth2 server (Entra ID, Okta, Keycloak, ...) for
+    /// an access token (needs the --oauth2-* options). Either token is exchanged once with
+    /// STS AssumeRoleWithWebIdentity (session name: AWS_ROLE_SESSION_NAME) and never
+    /// written to disk.
+    ///
+    /// Example: --aws-token-source gcp-metadata --aws-token-audience sts.amazonaws.com
+    #[arg(
+        long,
+        value_enum,
+        value_name = "SOURCE",
+        env = "SECRET_SIDECAR_AWS_TOKEN_SOURCE",
+        default_value = "file"
+    )]
+    pub aws_token_source: AwsTokenSource,
+
+    /// AWS with --aws-token-source gcp-metadata: the audience of the Google ID token, as
+    /// the IAM role's trust policy expects it (accounts.google.com:aud).
+    ///
+    /// Example: --aws-token-audience sts.amazonaws.com
+    #[arg(
+        long,
+        value_name = "AUDIENCE",
+        env = "SECRET_SIDECAR_AWS_TOKEN_AUDIENCE"
+    )]
+    pub aws_token_audience: Option<String>,
+
+    #[command(flatten)]
+    pub oauth2: OAuth2Args,
+
     #[command(flatten)]
     pub azure: AzureArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Keep a web-identity token fresh in a file, for an application whose own AWS SDK
+    /// reads AWS_WEB_IDENTITY_TOKEN_FILE.
+    ///
+    /// Obtains a token (a Google ID token from the metadata server, or an OAuth2 access
+    /// token), publishes it atomically as --out, and keeps running: it replaces the token
+    /// at 80% of its lifetime, retries failures with jittered backoff while keeping the
+    /// last good token, and stops cleanly (exit 0) on SIGTERM or SIGINT. If the first
+    /// token cannot be obtained within --timeout it exits non-zero like a fetch run. Meant
+    /// for a Kubernetes native sidecar (an init container with restartPolicy: Always)
+    /// whose startup probe runs `secret-sidecar token --probe`.
+    Token(TokenArgs),
+}
+
+/// The `token` subcommand's options; the --oauth2-*, --ca-file, --timeout and
+/// --log-format options apply too.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// Where the token comes from: gcp-metadata (needs --audience) or
+    /// oauth2-client-credentials (needs the --oauth2-* options).
+    ///
+    /// Example: --source oauth2-client-credentials
+    #[arg(
+        long = "source",
+        value_enum,
+        value_name = "SOURCE",
+        env = "SECRET_SIDECAR_TOKEN_SOURCE",
+        required_unless_present = "token_probe"
+    )]
+    pub token_source: Option<TokenSourceKind>,
+
+    /// With --source gcp-metadata: the audience of the Google ID token.
+    ///
+    /// Example: --audience sts.amazonaws.com
+    #[arg(
+        long = "audience",
+        value_name = "AUDIENCE",
+        env = "SECRET_SIDECAR_TOKEN_AUDIENCE"
+    )]
+    pub token_audience: Option<String>,
+
+    /// The token file. Its directory must be an in-memory volume that holds nothing else:
+    /// the token is published there like a secret set (through a ..data link), so a reader
+    /// never sees a partial token.
+    ///
+    /// Example: --out /var/run/secrets/aws-token/token
+    #[arg(long = "out", value_name = "FILE", env = "SECRET_SIDECAR_TOKEN_FILE")]
+    pub token_file: PathBuf,
+
+    /// The token file's mode (octal).
+    ///
+    /// Example: --mode 0400
+    #[arg(
+        long = "mode",
+        value_name = "MODE",
+        env = "SECRET_SIDECAR_TOKEN_MODE",
+        default_value = "0440"
+    )]
+    pub token_mode: String,
+
+    /// The token file's owner, as numeric UID or UID:GID (needs CAP_CHOWN).
+    ///
+    /// Example: --owner 1000:1000
+    #[arg(
+        long = "owner",
+        value_name = "UID[:GID]",
+        env = "SECRET_SIDECAR_TOKEN_OWNER"
+    )]
+    pub token_owner: Option<String>,
+
+    /// Publish the token into a directory that is not tmpfs.
+    ///
+    /// Example: --allow-non-tmpfs
+    #[arg(long = "allow-non-tmpfs", env = "SECRET_SIDECAR_TOKEN_ALLOW_NON_TMPFS")]
+    pub token_allow_non_tmpfs: bool,
+
+    /// Check instead of run: exit 0 if --out holds a token that has not expired, 1
+    /// otherwise. For the startup (and liveness) probe of the container running `token`,
+    /// since a minimal image has no shell to test the file with. No environment variable:
+    /// it would turn the container itself into a probe.
+    ///
+    /// Example: --probe
+    #[arg(long = "probe")]
+    pub token_probe: bool,
+}
+
+/// The OAuth2 client-credentials options, for --aws-token-source and `token --source`
+/// oauth2-client-credentials.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OAuth2Args {
+    /// OAuth2: the identity provider's token endpoint (https, or http to loopback).
+    ///
+    /// Example: --oauth2-token-url https://login.microsoftonline.com/TENANT/oauth2/v2.0/token
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SECRET_SIDECAR_OAUTH2_TOKEN_URL",
+        global = true
+    )]
+    pub oauth2_token_url: Option<String>,
+
+    /// OAuth2: the client (application) ID.
+    ///
+    /// Example: --oauth2-client-id 00000000-0000-0000-0000-000000000000
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "SECRET_SIDECAR_OAUTH2_CLIENT_ID",
+        global = true
+    )]
+    pub oauth2_client_id: Option<String>,
+
+    /// OAuth2: a file holding the client secret (a mounted Secret), read for every request
+    /// so a rotated secret is used at once. There is no option for the secret itself: it
+    /// would show in the process list.
+    ///
+    /// Example: --oauth2-client-secret-file /var/run/secrets/idp/client-secret
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SECRET_SIDECAR_OAUTH2_CLIENT_SECRET_FILE",
+        global = true
+    )]
+    pub oauth2_client_secret_file: Option<PathBuf>,
+
+    /// OAuth2: the scope to request (space-separated for several), e.g. Entra ID's
+    /// api://APP/.default.
+    ///
+    /// Example: --oauth2-scope api://secret-sidecar-aws/.default
+    #[arg(
+        long,
+        value_name = "SCOPE",
+        env = "SECRET_SIDECAR_OAUTH2_SCOPE",
+        global = true
+    )]
+    pub oauth2_scope: Option<String>,
+
+    /// OAuth2: an audience parameter, for servers that want one (Auth0, some Okta set-ups).
+    ///
+    /// Example: --oauth2-audience sts.amazonaws.com
+    #[arg(
+        long,
+        value_name = "AUDIENCE",
+        env = "SECRET_SIDECAR_OAUTH2_AUDIENCE",
+        global = true
+    )]
+    pub oauth2_audience: Option<String>,
+
+    /// OAuth2: how the client authenticates: basic (HTTP Basic, client_secret_basic, which
+    /// every server must support) or body (client_id and client_secret in the form,
+    /// client_secret_post).
+    ///
+    /// Example: --oauth2-client-auth body
+    #[arg(
+        long,
+        value_enum,
+        value_name = "METHOD",
+        env = "SECRET_SIDECAR_OAUTH2_CLIENT_AUTH",
+        default_value = "basic",
+        global = true
+    )]
+    pub oauth2_client_auth: ClientAuth,
 }
 
 /// The Azure Key Vault options (see docs/azure.md).
@@ -219,6 +427,26 @@ pub enum AzureCloud {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AwsTokenSource {
+    File,
+    GcpMetadata,
+    Oauth2ClientCredentials,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenSourceKind {
+    GcpMetadata,
+    Oauth2ClientCredentials,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ClientAuth {
+    #[default]
+    Basic,
+    Body,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AwsBatch {
     Auto,
     Always,
@@ -238,6 +466,11 @@ pub fn unknown_env_vars(environment: impl IntoIterator<Item = String>) -> Vec<St
     let command = Cli::command();
     let known: Vec<String> = command
         .get_arguments()
+        .chain(
+            command
+                .get_subcommands()
+                .flat_map(|sub| sub.get_arguments()),
+        )
         .filter_map(|arg| arg.get_env())
         .map(|name| name.to_string_lossy().into_owned())
         .collect();
@@ -290,9 +523,24 @@ mod tests {
     #[test]
     fn every_option_has_an_environment_variable_and_an_example() {
         let command = Cli::command();
-        for arg in command.get_arguments() {
+        let subcommands = command
+            .get_subcommands()
+            .flat_map(|sub| sub.get_arguments());
+        for arg in command.get_arguments().chain(subcommands) {
             let id = arg.get_id().as_str();
             if matches!(id, "help" | "version") {
+                continue;
+            }
+            let help = arg
+                .get_long_help()
+                .unwrap_or_else(|| panic!("--{id} has no help"));
+            assert!(
+                help.to_string().contains("Example: --"),
+                "--{id} help lacks an example"
+            );
+            // A probe flag in the environment would make the sidecar itself a probe.
+            if id == "token_probe" {
+                assert!(arg.get_env().is_none());
                 continue;
             }
             let env = arg
@@ -302,13 +550,6 @@ mod tests {
             assert!(
                 env.to_str().unwrap().starts_with(&expected),
                 "--{id} reads {env:?}, expected {expected}"
-            );
-            let help = arg
-                .get_long_help()
-                .unwrap_or_else(|| panic!("--{id} has no help"));
-            assert!(
-                help.to_string().contains("Example: --"),
-                "--{id} help lacks an example"
             );
         }
     }

@@ -7,6 +7,10 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod extract;
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub mod https;
+#[cfg(feature = "aws")]
+pub mod identity;
 pub mod logging;
 pub mod plan;
 pub mod providers;
@@ -16,3 +20,5 @@ pub mod retry;
 pub mod run;
 pub mod secret;
 pub mod shape;
+#[cfg(feature = "aws")]
+pub mod token;

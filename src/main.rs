@@ -21,6 +21,12 @@ fn main() -> ExitCode {
         tracing::warn!("{name} is set but no option reads it (misspelt?); see --help");
     }
 
+    if let Some(cli::Command::Token(args)) = &cli.command
+        && args.token_probe
+    {
+        return probe(args);
+    }
+
     // A panic's message could in principle carry data; log only where it happened.
     std::panic::set_hook(Box::new(|info| {
         let location = info
@@ -37,7 +43,12 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|err| anyhow::Error::new(err).context("starting the async runtime"))?;
-        runtime.block_on(run::run(&cli))
+        runtime.block_on(async {
+            match &cli.command {
+                None => run::run(&cli).await,
+                Some(cli::Command::Token(args)) => token(args, &cli).await,
+            }
+        })
     }));
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -47,5 +58,37 @@ fn main() -> ExitCode {
             class.into()
         }
         Err(_) => Class::Internal.into(),
+    }
+}
+
+#[cfg(feature = "aws")]
+async fn token(args: &cli::TokenArgs, cli: &cli::Cli) -> anyhow::Result<()> {
+    secret_sidecar::token::run(args, cli).await
+}
+
+#[cfg(not(feature = "aws"))]
+async fn token(_args: &cli::TokenArgs, _cli: &cli::Cli) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    Err(anyhow::anyhow!(
+        "this build has no AWS support; the token subcommand needs the aws feature"
+    ))
+    .context(Class::Usage)
+}
+
+/// `token --probe`: 0 when the token file is ready, 1 when not, with the reason on stderr.
+fn probe(args: &cli::TokenArgs) -> ExitCode {
+    #[cfg(feature = "aws")]
+    let outcome = secret_sidecar::token::probe(&args.token_file);
+    #[cfg(not(feature = "aws"))]
+    let outcome: anyhow::Result<()> = {
+        let _ = args;
+        Err(anyhow::anyhow!("this build has no AWS support"))
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::warn!("token not ready: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }

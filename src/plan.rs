@@ -71,6 +71,9 @@ pub struct Plan {
     pub gcp_endpoint: Option<String>,
     /// The Azure options, read by the Azure provider.
     pub azure: crate::cli::AzureArgs,
+    /// `--aws-token-source` other than `file`, checked.
+    #[cfg(feature = "aws")]
+    pub aws_token: Option<crate::identity::Source>,
     pub allow_non_tmpfs: bool,
     pub items: Vec<Item>,
     pub aggregates: Vec<Aggregate>,
@@ -172,6 +175,8 @@ impl Plan {
             aws_batch: cli.aws_batch,
             gcp_endpoint: cli.gcp_endpoint.clone(),
             azure: cli.azure.clone(),
+            #[cfg(feature = "aws")]
+            aws_token: aws_token(cli)?,
             allow_non_tmpfs: cli.allow_non_tmpfs,
             items,
             aggregates,
@@ -179,6 +184,29 @@ impl Plan {
             concurrency: cli.concurrency,
         })
     }
+}
+
+/// `--aws-token-source` and the options it needs, checked together.
+#[cfg(feature = "aws")]
+fn aws_token(cli: &Cli) -> Result<Option<crate::identity::Source>> {
+    use crate::cli::{AwsTokenSource, TokenSourceKind};
+    let kind = match cli.aws_token_source {
+        AwsTokenSource::File => {
+            if cli.aws_token_audience.is_some() {
+                bail!("--aws-token-audience is for --aws-token-source gcp-metadata");
+            }
+            return Ok(None);
+        }
+        AwsTokenSource::GcpMetadata => TokenSourceKind::GcpMetadata,
+        AwsTokenSource::Oauth2ClientCredentials => TokenSourceKind::Oauth2ClientCredentials,
+    };
+    crate::identity::Source::from_args(
+        kind,
+        cli.aws_token_audience.as_deref(),
+        &cli.oauth2,
+        "--aws-token-audience",
+    )
+    .map(Some)
 }
 
 /// The original init container's variables: `SECRET_NAME` (AWS, stage `AWSCURRENT`) or

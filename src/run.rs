@@ -51,7 +51,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-async fn stop_signal() -> &'static str {
+pub(crate) async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),
@@ -77,6 +77,8 @@ async fn run_once(cli: &Cli) -> Result<()> {
         aws_batch: plan.aws_batch,
         gcp_endpoint: plan.gcp_endpoint.clone(),
         azure: plan.azure.clone(),
+        #[cfg(feature = "aws")]
+        aws_token: plan.aws_token.clone(),
     };
 
     let started = Instant::now();

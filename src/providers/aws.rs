@@ -45,6 +45,8 @@ use crate::reference::Params;
 use crate::retry::RetryAfter;
 use crate::secret::SecretValue;
 
+mod web_identity;
+
 /// Which version of the secret to read.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Version {
@@ -189,23 +191,31 @@ impl Provider for Aws {
         {
             loader = loader.region(Region::new(region));
         }
+        if settings.aws_token.is_some() {
+            // The token source replaces the default chain: no profile, container or
+            // instance-metadata probing for credentials that will not be used.
+            loader = loader.no_credentials();
+        }
         let shared = loader.load().await;
         let default_region = shared.region().map(|r| r.to_string());
 
         // Resolve the identity once for every regional client: one STS exchange per run,
         // and an identity failure is reported as such before any secret is requested.
-        let credentials = shared
-            .credentials_provider()
-            .ok_or_else(|| anyhow!("no AWS credentials provider is configured"))
-            .context(Class::Auth)?
-            .provide_credentials()
-            .await
-            .map_err(|err| {
-                let class = credentials_class(&err).unwrap_or(Class::Auth);
-                anyhow!(error_chain(&err))
-                    .context(format!("loading AWS credentials{}", identity_hint()))
-                    .context(class)
-            })?;
+        let credentials = match &settings.aws_token {
+            Some(source) => web_identity::assume_role(&shared, source, settings).await?,
+            None => shared
+                .credentials_provider()
+                .ok_or_else(|| anyhow!("no AWS credentials provider is configured"))
+                .context(Class::Auth)?
+                .provide_credentials()
+                .await
+                .map_err(|err| {
+                    let class = credentials_class(&err).unwrap_or(Class::Auth);
+                    anyhow!(error_chain(&err))
+                        .context(format!("loading AWS credentials{}", identity_hint()))
+                        .context(class)
+                })?,
+        };
         info!(
             source = %credential_source(&credentials),
             expires_in_s = credentials
@@ -372,12 +382,20 @@ fn classify<E>(err: SdkError<E>) -> anyhow::Error
 where
     E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
 {
+    classify_with(err, classify_code)
+}
+
+/// [`classify`] for any AWS service, with that service's error codes.
+fn classify_with<E>(err: SdkError<E>, by_code: fn(Option<&str>, u16) -> Class) -> anyhow::Error
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
     if has_cause::<http_body_util::LengthLimitError>(&err) {
         return anyhow::Error::new(ResponseTooLarge).context(Class::BadData);
     }
     let class = match &err {
         SdkError::ServiceError(service) => {
-            classify_code(service.err().code(), service.raw().status().as_u16())
+            by_code(service.err().code(), service.raw().status().as_u16())
         }
         SdkError::TimeoutError(_) => Class::Transient,
         SdkError::ResponseError(_) => Class::Transient,

@@ -352,25 +352,8 @@ fn bundle(body: Bytes) -> Result<Fetched> {
 
 /// The reqwest client every Azure request goes through, Entra ID's included.
 fn client_options(settings: &Settings) -> Result<ClientOptions> {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(settings.attempt_timeout)
-        .timeout(settings.attempt_timeout)
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading --ca-file {}", path.display()))
-            .context(Class::Usage)?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|err| anyhow!(error_chain(&err)))
-            .with_context(|| format!("--ca-file {}", path.display()))
-            .context(Class::Usage)?;
-        builder = builder.tls_certs_merge(certs);
-    }
-    let http = builder
-        .build()
-        .map_err(|err| anyhow!(error_chain(&err)))
-        .context("building the HTTPS client for Azure")
-        .context(Class::Usage)?;
+    let http = crate::https::client(settings.attempt_timeout, settings.ca_file.as_deref())
+        .context("for Azure")?;
     Ok(ClientOptions {
         transport: Some(Transport::new(Arc::new(http))),
         // One attempt per call: the core's retry policy repeats transient failures.

@@ -45,7 +45,8 @@ use crate::secret::SecretValue;
 
 mod identity;
 
-use identity::{Source, metadata_host_resolves};
+use identity::Source;
+pub(crate) use identity::metadata_host_resolves;
 
 const GLOBAL_ENDPOINT: &str = "https://secretmanager.googleapis.com";
 
@@ -441,7 +442,7 @@ fn retry_after(err: &GaxError) -> Option<RetryAfter> {
 
 /// A credential failure: transient ones (a metadata server or STS that is not answering,
 /// 5xx) are retried by the core; everything else is an identity failure.
-fn credentials_error(err: &CredentialsError) -> anyhow::Error {
+pub(crate) fn credentials_error(err: &CredentialsError) -> anyhow::Error {
     let class = match err.is_transient() {
         true => Class::Transient,
         false => Class::Auth,

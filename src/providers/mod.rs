@@ -46,6 +46,10 @@ pub struct Settings {
     pub gcp_endpoint: Option<String>,
     /// `--azure-credential`, `--azure-cloud`, `--azure-skip-challenge-resource-check`.
     pub azure: crate::cli::AzureArgs,
+    /// `--aws-token-source` other than `file`: where the web-identity token for
+    /// `AWS_ROLE_ARN` comes from instead of aws-config's default chain.
+    #[cfg(feature = "aws")]
+    pub aws_token: Option<crate::identity::Source>,
 }
 
 /// The most one response may hold. Far above every store's own limits (AWS: 64 KiB per

@@ -457,5 +457,6 @@ pub mod azure;
 pub mod deploy;
 pub mod gcp;
 pub mod http;
+pub mod oauth2;
 pub mod sts;
 pub mod tls;

@@ -17,8 +17,15 @@ pub struct Sts {
 
 impl Sts {
     pub fn start() -> Sts {
+        Sts::issuing("ASIAFAKESTSACCESSKEY")
+    }
+
+    /// Hands out `access_key_id`: a 12-digit one is the account LocalStack files requests
+    /// under, so only these credentials see secrets seeded in that account.
+    pub fn issuing(access_key_id: &str) -> Sts {
+        let key = access_key_id.to_owned();
         Sts {
-            server: Server::with_handler(answer),
+            server: Server::with_handler(move |request| answer(request, &key)),
         }
     }
 
@@ -36,7 +43,7 @@ impl Sts {
     }
 }
 
-fn answer(request: &Request) -> Response {
+fn answer(request: &Request, access_key_id: &str) -> Response {
     let body = &request.body;
     if form(body, "Action").as_deref() != Some("AssumeRoleWithWebIdentity") {
         return error(400, "InvalidAction", "Could not find operation");
@@ -60,7 +67,7 @@ fn answer(request: &Request) -> Response {
             ),
         ),
         Some(_) => {
-            let mut response = Response::json(200, success(&role));
+            let mut response = Response::json(200, success(&role, access_key_id));
             response.headers = vec![("content-type", "text/xml".to_owned())];
             response
         }
@@ -102,7 +109,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn success(role: &str) -> String {
+fn success(role: &str, access_key_id: &str) -> String {
     let expiration = "2099-01-01T00:00:00Z";
     format!(
         r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -114,7 +121,7 @@ fn success(role: &str) -> String {
     </AssumedRoleUser>
     <Provider>oidc.example.test</Provider>
     <Credentials>
-      <AccessKeyId>ASIAFAKESTSACCESSKEY</AccessKeyId>
+      <AccessKeyId>{access_key_id}</AccessKeyId>
       <SecretAccessKey>{SECRET_ACCESS_KEY}</SecretAccessKey>
       <SessionToken>{SESSION_TOKEN}</SessionToken>
       <Expiration>{expiration}</Expiration>

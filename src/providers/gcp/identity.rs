@@ -194,7 +194,7 @@ impl Source {
 
 /// Off Google Cloud, `metadata.google.internal` does not resolve: that is "no credentials"
 /// (exit 3), not a network failure to retry.
-pub(super) async fn metadata_host_resolves(host: &str) -> Result<()> {
+pub(crate) async fn metadata_host_resolves(host: &str) -> Result<()> {
     let name = format!("{host}:80");
     let resolved = tokio::task::spawn_blocking(move || {
         std::net::ToSocketAddrs::to_socket_addrs(&name)

@@ -1,0 +1,336 @@
+//! Web-identity tokens obtained in-process, for AWS STS `AssumeRoleWithWebIdentity`.
+//!
+//! IRSA hands a pod a token file. Off EKS there is no such file, and the usual answer is a
+//! second sidecar plus a mutating webhook that fetch a token and write one. An init
+//! container needs neither: it can ask the token's issuer itself, exchange the token once,
+//! and exit; or, in `token` mode ([`crate::token`]), keep a file fresh for an app whose own
+//! AWS SDK reads `AWS_WEB_IDENTITY_TOKEN_FILE`.
+//!
+//! ```text
+//! --aws-token-source gcp-metadata --aws-token-audience sts.amazonaws.com
+//!     a Google ID token from the GKE/GCE metadata server (GCE_METADATA_HOST honoured)
+//! --aws-token-source oauth2-client-credentials --oauth2-token-url https://idp/token
+//!     --oauth2-client-id ID --oauth2-client-secret-file /var/run/idp/secret [--oauth2-scope S]
+//!     an access token from any OAuth2 server (Entra ID, Okta, Keycloak, ...)
+//! ```
+//!
+//! Every [`Source::obtain`] makes one attempt, tags its errors with a [`Class`] like a
+//! provider does, and returns the token in zeroizing memory; the token is never logged.
+
+#[cfg(feature = "gcp")]
+mod gcp_metadata;
+mod oauth2;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use base64::Engine as _;
+
+use crate::cli::{ClientAuth, OAuth2Args, TokenSourceKind};
+use crate::exit::Class;
+use crate::secret::SecretValue;
+
+/// Where a web-identity token comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The metadata server's ID token for `audience`.
+    GcpMetadata { audience: String },
+    /// An OAuth2 access token from the client-credentials grant (RFC 6749 §4.4).
+    OAuth2(OAuth2Client),
+}
+
+/// The client-credentials request, checked. The secret stays in its file, read afresh for
+/// every request so a rotated secret is picked up.
+#[derive(Debug, Clone)]
+pub struct OAuth2Client {
+    pub token_url: String,
+    pub client_id: String,
+    pub secret_file: PathBuf,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub auth: ClientAuth,
+}
+
+/// A token and, when known, when it expires: from the issuer's `expires_in`, else the
+/// JWT's `exp` claim.
+pub struct WebToken {
+    pub value: SecretValue,
+    pub expires_at: Option<SystemTime>,
+}
+
+impl WebToken {
+    /// Builds a token from what an issuer returned: its lifetime in seconds when the
+    /// response said, otherwise read from the token itself.
+    pub fn new(value: SecretValue, expires_in: Option<u64>) -> WebToken {
+        let expires_at = expires_in
+            .map(|seconds| SystemTime::now() + Duration::from_secs(seconds))
+            .or_else(|| jwt_expiry(value.expose()));
+        WebToken { value, expires_at }
+    }
+
+    /// Time left before expiry, if the expiry is known.
+    pub fn lifetime(&self) -> Option<Duration> {
+        self.expires_at
+            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+}
+
+/// What one attempt needs from the run: its time bound and extra trusted roots.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub attempt_timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Source {
+    /// Checks the options for `kind`; a missing or misplaced option is a usage error.
+    pub fn from_args(
+        kind: TokenSourceKind,
+        audience: Option<&str>,
+        oauth2: &OAuth2Args,
+        audience_flag: &str,
+    ) -> Result<Source> {
+        let source = match kind {
+            TokenSourceKind::GcpMetadata => {
+                let Some(audience) = audience.filter(|a| !a.trim().is_empty()) else {
+                    bail!(
+                        "the gcp-metadata token source needs {audience_flag}: the audience \
+                         the AWS identity provider expects (often sts.amazonaws.com or the \
+                         IAM OIDC provider's client ID)"
+                    );
+                };
+                if oauth2.oauth2_token_url.is_some() {
+                    bail!("--oauth2-* options are for the oauth2-client-credentials source");
+                }
+                Source::GcpMetadata {
+                    audience: audience.trim().to_owned(),
+                }
+            }
+            TokenSourceKind::Oauth2ClientCredentials => {
+                if audience.is_some() {
+                    bail!(
+                        "{audience_flag} is for the gcp-metadata source; an OAuth2 token's \
+                         audience comes from --oauth2-scope or --oauth2-audience"
+                    );
+                }
+                Source::OAuth2(OAuth2Client::from_args(oauth2)?)
+            }
+        };
+        Ok(source)
+    }
+
+    /// One attempt at a token.
+    pub async fn obtain(&self, settings: &Settings) -> Result<WebToken> {
+        let token = match self {
+            Source::GcpMetadata { audience } => gcp_id_token(audience, settings).await,
+            Source::OAuth2(client) => client.obtain(settings).await,
+        }?;
+        if token.value.is_empty() {
+            return Err(anyhow!("{} returned an empty token", self.describe()))
+                .context(Class::Auth);
+        }
+        Ok(token)
+    }
+
+    /// The source's name on the command line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Source::GcpMetadata { .. } => "gcp-metadata",
+            Source::OAuth2(_) => "oauth2-client-credentials",
+        }
+    }
+
+    /// Where the token comes from, for logs and errors (no secret in it).
+    pub fn describe(&self) -> String {
+        match self {
+            Source::GcpMetadata { audience } => {
+                format!("the Google metadata server (ID token for audience {audience})")
+            }
+            Source::OAuth2(client) => format!(
+                "the OAuth2 token endpoint {} (client {})",
+                client.token_url, client.client_id
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "gcp")]
+async fn gcp_id_token(audience: &str, settings: &Settings) -> Result<WebToken> {
+    gcp_metadata::id_token(audience, settings.attempt_timeout).await
+}
+
+#[cfg(not(feature = "gcp"))]
+async fn gcp_id_token(_audience: &str, _settings: &Settings) -> Result<WebToken> {
+    Err(anyhow!(
+        "this build has no Google support; the gcp-metadata token source needs the gcp \
+         feature (the default image has it)"
+    ))
+    .context(Class::Usage)
+}
+
+impl OAuth2Client {
+    fn from_args(args: &OAuth2Args) -> Result<OAuth2Client> {
+        let missing: Vec<&str> = [
+            ("--oauth2-token-url", args.oauth2_token_url.is_none()),
+            ("--oauth2-client-id", args.oauth2_client_id.is_none()),
+            (
+                "--oauth2-client-secret-file",
+                args.oauth2_client_secret_file.is_none(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(flag, absent)| absent.then_some(flag))
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "the oauth2-client-credentials token source needs {}",
+                missing.join(", ")
+            );
+        }
+        let token_url = args.oauth2_token_url.clone().unwrap_or_default();
+        check_token_url(&token_url)?;
+        let client_id = args.oauth2_client_id.clone().unwrap_or_default();
+        if client_id.trim().is_empty() {
+            bail!("--oauth2-client-id is empty");
+        }
+        Ok(OAuth2Client {
+            token_url,
+            client_id,
+            secret_file: args.oauth2_client_secret_file.clone().unwrap_or_default(),
+            scope: args.oauth2_scope.clone().filter(|s| !s.trim().is_empty()),
+            audience: args
+                .oauth2_audience
+                .clone()
+                .filter(|s| !s.trim().is_empty()),
+            auth: args.oauth2_client_auth,
+        })
+    }
+}
+
+/// The client secret travels to this URL: https only, except to a loopback address.
+fn check_token_url(text: &str) -> Result<()> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|err| anyhow!("--oauth2-token-url '{text}' is not a URL: {err}"))?;
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        bail!("--oauth2-token-url '{text}' has no host");
+    };
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => bail!(
+            "--oauth2-token-url '{text}' is plain http to a non-loopback host; the client \
+             secret would cross the network unencrypted (use https)"
+        ),
+        other => bail!("--oauth2-token-url '{text}' is {other}://; it must be https"),
+    }
+}
+
+/// The `exp` claim of a JWT, read without verifying anything: only to schedule a refresh.
+/// Opaque tokens and malformed JWTs have no known expiry.
+pub fn jwt_expiry(token: &[u8]) -> Option<SystemTime> {
+    let text = std::str::from_utf8(token).ok()?;
+    let mut parts = text.trim().split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?,
+    );
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: Option<f64>,
+    }
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.exp.filter(|e| e.is_finite() && *e > 0.0)?;
+    Some(UNIX_EPOCH + Duration::from_secs(exp as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &str) -> Vec<u8> {
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.c2ln",
+            engine.encode(r#"{"alg":"RS256"}"#),
+            engine.encode(claims)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn expiry_comes_from_the_jwt_when_the_issuer_gives_no_lifetime() {
+        let token = WebToken::new(SecretValue::new(jwt(r#"{"exp":4102444800}"#)), None);
+        assert_eq!(
+            token.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(4_102_444_800))
+        );
+        let token = WebToken::new(SecretValue::new(jwt(r#"{"exp":4102444800}"#)), Some(60));
+        let left = token.lifetime().unwrap();
+        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn opaque_and_malformed_tokens_have_no_expiry() {
+        assert_eq!(jwt_expiry(b"opaque-access-token"), None);
+        assert_eq!(jwt_expiry(b"a.b"), None);
+        assert_eq!(jwt_expiry(&jwt(r#"{"sub":"x"}"#)), None);
+        assert_eq!(jwt_expiry(&jwt(r#"{"exp":"soon"}"#)), None);
+        assert_eq!(jwt_expiry(&jwt(r#"{"exp":-5}"#)), None);
+        assert_eq!(jwt_expiry(b"a.!!!.c"), None);
+    }
+
+    #[test]
+    fn the_client_secret_only_travels_over_https_or_loopback() {
+        for ok in [
+            "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+            "http://127.0.0.1:8080/token",
+            "http://localhost/token",
+            "http://[::1]:9/token",
+        ] {
+            check_token_url(ok).unwrap_or_else(|e| panic!("{ok}: {e:#}"));
+        }
+        for bad in [
+            "http://idp.example.com/token",
+            "http://127.0.0.1.evil.example/token",
+            "ftp://idp/token",
+            "idp.example.com/token",
+            "https://",
+        ] {
+            assert!(check_token_url(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn each_source_names_what_it_needs() {
+        let none = OAuth2Args::default();
+        let err =
+            Source::from_args(TokenSourceKind::GcpMetadata, None, &none, "--audience").unwrap_err();
+        assert!(format!("{err:#}").contains("--audience"));
+        let err = Source::from_args(TokenSourceKind::Oauth2ClientCredentials, None, &none, "-")
+            .unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("--oauth2-token-url, --oauth2-client-id, --oauth2-client-secret-file")
+        );
+        let source = Source::from_args(
+            TokenSourceKind::GcpMetadata,
+            Some(" sts.amazonaws.com "),
+            &none,
+            "--audience",
+        )
+        .unwrap();
+        assert!(source.describe().contains("audience sts.amazonaws.com"));
+    }
+}

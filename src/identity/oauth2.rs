@@ -1,0 +1,235 @@
+//! The OAuth2 client-credentials grant (RFC 6749 §4.4), the way an external identity
+//! provider (Entra ID, Okta, Keycloak, Auth0, ...) issues a workload an access token.
+//!
+//! One form POST; no crate for it, because the `oauth2` crate pins another major of
+//! reqwest than the one already in the build and adds nothing this request needs.
+//! `client_secret_basic` form-encodes the id and secret before base64 (§2.3.1), which
+//! reqwest's `basic_auth` does not; `client_secret_post` sends them in the body.
+
+use anyhow::{Context as _, Result, anyhow};
+use base64::Engine as _;
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{OAuth2Client, Settings, WebToken};
+use crate::cli::ClientAuth;
+use crate::exit::Class;
+use crate::providers::{MAX_RESPONSE_BYTES, ResponseTooLarge, error_chain, user_agent};
+use crate::retry::RetryAfter;
+use crate::secret::SecretValue;
+
+impl OAuth2Client {
+    pub(super) async fn obtain(&self, settings: &Settings) -> Result<WebToken> {
+        let secret = self.read_secret()?;
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        if let Some(scope) = &self.scope {
+            form.push(("scope", scope));
+        }
+        if let Some(audience) = &self.audience {
+            form.push(("audience", audience));
+        }
+        let mut authorization = None;
+        match self.auth {
+            ClientAuth::Basic => {
+                let pair =
+                    Zeroizing::new(format!("{}:{}", encode(&self.client_id), encode(&secret)));
+                let header = Zeroizing::new(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
+                ));
+                let mut value = reqwest::header::HeaderValue::from_str(&header)
+                    .context("the client id or secret cannot go in an HTTP header")
+                    .context(Class::Usage)?;
+                value.set_sensitive(true);
+                authorization = Some(value);
+            }
+            ClientAuth::Body => {
+                form.push(("client_id", &self.client_id));
+                form.push(("client_secret", &secret));
+            }
+        }
+        let body = Zeroizing::new(
+            form.iter()
+                .map(|(name, value)| format!("{name}={}", encode(value)))
+                .collect::<Vec<_>>()
+                .join("&"),
+        );
+
+        let client = crate::https::client(settings.attempt_timeout, settings.ca_file.as_deref())
+            .context("the OAuth2 token request")?;
+        let mut request = client
+            .post(&self.token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .header("user-agent", user_agent(None))
+            .body(body.as_bytes().to_vec());
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|err| anyhow!(error_chain(&err)))
+            .with_context(|| format!("requesting a token from {}", self.token_url))
+            .context(Class::Transient)?;
+
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(RetryAfter::from_header);
+        let body = read_capped(response)
+            .await
+            .with_context(|| format!("reading the answer of {}", self.token_url))?;
+        if status != 200 {
+            let mut err = anyhow!(
+                "{} answered HTTP {status}{}",
+                self.token_url,
+                describe_error(&body)
+            );
+            if let Some(wait) = retry_after {
+                err = err.context(wait);
+            }
+            let class = match status {
+                408 | 429 | 500..=599 => Class::Transient,
+                _ => Class::Auth,
+            };
+            return Err(err).context(class);
+        }
+        parse_token(&body)
+            .with_context(|| format!("the answer of {}", self.token_url))
+            .context(Class::Auth)
+    }
+
+    /// The secret, from its file, without the line break a Kubernetes Secret or `echo`
+    /// tends to leave at the end.
+    fn read_secret(&self) -> Result<Zeroizing<String>> {
+        let path = &self.secret_file;
+        let bytes = Zeroizing::new(
+            std::fs::read(path)
+                .with_context(|| format!("reading --oauth2-client-secret-file {}", path.display()))
+                .context(Class::Auth)?,
+        );
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| {
+                anyhow!(
+                    "--oauth2-client-secret-file {} is not UTF-8",
+                    path.display()
+                )
+            })
+            .context(Class::Auth)?;
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(anyhow!(
+                "--oauth2-client-secret-file {} is empty",
+                path.display()
+            ))
+            .context(Class::Auth);
+        }
+        Ok(Zeroizing::new(trimmed.to_owned()))
+    }
+}
+
+/// `application/x-www-form-urlencoded` for one name or value.
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// The body, refused past [`MAX_RESPONSE_BYTES`] so a broken endpoint cannot make the
+/// process buffer without end. Kept in zeroizing memory: it holds the token.
+async fn read_capped(response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>> {
+    let mut body = Zeroizing::new(Vec::new());
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|err| anyhow!(error_chain(&err)))
+            .context(Class::Transient)?;
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(anyhow!(ResponseTooLarge)).context(Class::Auth);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: Option<String>,
+    /// Seconds; some servers send it as a string.
+    expires_in: Option<serde_json::Value>,
+}
+
+fn parse_token(body: &[u8]) -> Result<WebToken> {
+    let parsed: TokenResponse = serde_json::from_slice(body)
+        .map_err(|_| anyhow!("the token response is not the JSON object RFC 6749 describes"))?;
+    let token = parsed
+        .access_token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| anyhow!("the token response has no access_token"))?;
+    let expires_in = parsed.expires_in.and_then(|v| match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    });
+    Ok(WebToken::new(SecretValue::from_string(token), expires_in))
+}
+
+/// `: invalid_client (Client authentication failed)`, from an RFC 6749 §5.2 error body;
+/// nothing for a body that is not one (an HTML error page is not worth showing). Only the
+/// two documented fields are shown, cut short, without control characters.
+fn describe_error(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: Option<String>,
+        error_description: Option<String>,
+    }
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
+        return String::new();
+    };
+    let clean = |text: String, max: usize| -> String {
+        text.chars().filter(|c| !c.is_control()).take(max).collect()
+    };
+    match (parsed.error, parsed.error_description) {
+        (Some(code), Some(text)) => format!(": {} ({})", clean(code, 64), clean(text, 300)),
+        (Some(code), None) => format!(": {}", clean(code, 64)),
+        (None, Some(text)) => format!(": {}", clean(text, 300)),
+        (None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn token_responses_as_servers_send_them() {
+        let token =
+            parse_token(br#"{"access_token":"abc","token_type":"Bearer","expires_in":3599}"#)
+                .unwrap();
+        assert_eq!(token.value.expose(), b"abc");
+        assert!(token.lifetime().unwrap() > Duration::from_secs(3590));
+        let token = parse_token(br#"{"access_token":"abc","expires_in":"60"}"#).unwrap();
+        assert!(token.lifetime().unwrap() <= Duration::from_secs(60));
+        assert!(parse_token(br#"{"token_type":"Bearer"}"#).is_err());
+        assert!(parse_token(b"<html>").is_err());
+    }
+
+    #[test]
+    fn error_bodies_show_only_the_documented_fields() {
+        assert_eq!(
+            describe_error(
+                br#"{"error":"invalid_client","error_description":"bad\nsecret","trace_id":"x"}"#
+            ),
+            ": invalid_client (badsecret)"
+        );
+        assert_eq!(describe_error(b"<html>oops</html>"), "");
+    }
+
+    #[test]
+    fn credentials_are_form_encoded_before_basic() {
+        assert_eq!(encode("id with:colon&"), "id+with%3Acolon%26");
+    }
+}

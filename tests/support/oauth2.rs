@@ -1,0 +1,179 @@
+//! An OAuth2 token endpoint for the client-credentials grant (RFC 6749 §4.4), the way an
+//! external identity provider (Entra ID, Okta, Keycloak) answers one: a form POST, the
+//! client authenticated by HTTP Basic (id and secret form-encoded first, §2.3.1) or by the
+//! body, never both; §5.2 JSON errors (`invalid_client` with 401 and a `WWW-Authenticate`
+//! challenge for Basic, `invalid_scope`, `unsupported_grant_type`, `invalid_request`);
+//! each token a JWT with its own `jti` and an `exp` `lifetime` seconds ahead.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+use super::http::{Request, Response, Server, form};
+
+pub struct IdP {
+    pub server: Server,
+    issued: Arc<Mutex<Vec<String>>>,
+    /// While non-zero, every request fails with 503 (an IdP outage).
+    outage: Arc<AtomicU32>,
+}
+
+/// What the endpoint expects of the client.
+#[derive(Clone)]
+pub struct Client {
+    pub id: String,
+    pub secret: String,
+    /// The scope the client may ask for; any other is `invalid_scope`.
+    pub scope: Option<String>,
+    /// Token lifetime in seconds, as `expires_in` and the JWT's `exp`.
+    pub lifetime: u64,
+}
+
+impl IdP {
+    pub fn start(client: Client) -> IdP {
+        let issued = Arc::new(Mutex::new(Vec::new()));
+        let outage = Arc::new(AtomicU32::new(0));
+        let (log, down) = (Arc::clone(&issued), Arc::clone(&outage));
+        let server = Server::with_handler(move |request| {
+            if down.load(Ordering::SeqCst) > 0 {
+                return error(503, "temporarily_unavailable", "The service is down.");
+            }
+            let response = answer(request, &client);
+            if let Ok(token) = response.1 {
+                log.lock().unwrap().push(token);
+            }
+            response.0
+        });
+        IdP {
+            server,
+            issued,
+            outage,
+        }
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth2/v2.0/token", self.server.url)
+    }
+
+    /// Every access token issued, in order.
+    pub fn issued(&self) -> Vec<String> {
+        self.issued.lock().unwrap().clone()
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.server.requests()
+    }
+
+    /// Starts or ends an outage (every request answered 503).
+    pub fn set_down(&self, down: bool) {
+        self.outage.store(u32::from(down), Ordering::SeqCst);
+    }
+}
+
+/// The response, and the token when one was issued.
+fn answer(request: &Request, client: &Client) -> (Response, Result<String, ()>) {
+    let fail = |status, code, text| (error(status, code, text), Err(()));
+    if request.method() != "POST" || !request.target().ends_with("/oauth2/v2.0/token") {
+        return fail(404, "invalid_request", "No such endpoint.");
+    }
+    if !request
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"))
+    {
+        return fail(400, "invalid_request", "The request body must be a form.");
+    }
+    let fields = form(&request.body);
+    let basic = request
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(decode_basic);
+    let in_body = fields
+        .get("client_id")
+        .cloned()
+        .zip(fields.get("client_secret").cloned());
+    let (id, secret) = match (basic, in_body) {
+        (Some(_), Some(_)) => {
+            return fail(
+                400,
+                "invalid_request",
+                "More than one client authentication method.",
+            );
+        }
+        (Some(pair), None) | (None, Some(pair)) => pair,
+        (None, None) => {
+            return fail(401, "invalid_client", "Client authentication failed.");
+        }
+    };
+    if id != client.id || secret != client.secret {
+        return fail(401, "invalid_client", "Client authentication failed.");
+    }
+    if fields.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return fail(
+            400,
+            "unsupported_grant_type",
+            "The grant type is not supported.",
+        );
+    }
+    if let Some(expected) = &client.scope
+        && fields.get("scope") != Some(expected)
+    {
+        return fail(400, "invalid_scope", "The requested scope is invalid.");
+    }
+    let token = jwt(&client.id, client.lifetime);
+    let body = serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": client.lifetime,
+    });
+    (
+        json(200, body.to_string()).header("cache-control", "no-store"),
+        Ok(token),
+    )
+}
+
+/// `base64(urlencode(id):urlencode(secret))`, decoded.
+fn decode_basic(encoded: &str) -> Option<(String, String)> {
+    let bytes = STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let mut decoded = form(format!("id={id}&secret={secret}").as_bytes());
+    Some((decoded.remove("id")?, decoded.remove("secret")?))
+}
+
+fn jwt(subject: &str, lifetime: u64) -> String {
+    static SERIAL: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let part = |json: String| URL_SAFE_NO_PAD.encode(json);
+    format!(
+        "{}.{}.{}",
+        part(r#"{"alg":"RS256","typ":"JWT","kid":"idp-test"}"#.to_owned()),
+        part(format!(
+            r#"{{"iss":"https://idp.example.test","sub":"{subject}","aud":"api://secret-sidecar-aws","iat":{now},"exp":{},"jti":"{}-{}"}}"#,
+            now + lifetime,
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::SeqCst)
+        )),
+        part("signature".to_owned())
+    )
+}
+
+fn error(status: u16, code: &str, description: &str) -> Response {
+    let body = serde_json::json!({"error": code, "error_description": description});
+    let response = json(status, body.to_string());
+    match status {
+        401 => response.header("www-authenticate", "Basic realm=\"idp.example.test\""),
+        _ => response,
+    }
+}
+
+fn json(status: u16, body: String) -> Response {
+    let mut response = Response::json(status, body);
+    response.headers = vec![("content-type", "application/json".to_owned())];
+    response
+}
