@@ -72,10 +72,11 @@ impl std::error::Error for ResponseTooLarge {}
 /// `secret-sidecar/<version>`, for every provider's User-Agent.
 pub const USER_AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
-/// An SDK's User-Agent with `secret-sidecar/<version>` appended, so calls are attributable
-/// in the provider's audit logs.
+/// An SDK's User-Agent with `secret-sidecar/<version>` appended (once, however often a
+/// request passes through), so calls are attributable in the provider's audit logs.
 pub fn user_agent(sdk: Option<&str>) -> String {
     match sdk {
+        Some(existing) if existing.ends_with(USER_AGENT) => existing.to_owned(),
         Some(existing) => format!("{existing} {USER_AGENT}"),
         None => USER_AGENT.to_owned(),
     }
@@ -282,6 +283,14 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             self.1.as_deref().map(|l| l as _)
         }
+    }
+
+    #[test]
+    fn the_user_agent_suffix_is_added_once() {
+        let once = user_agent(Some("azsdk-rust/1.0"));
+        assert_eq!(once, format!("azsdk-rust/1.0 {USER_AGENT}"));
+        assert_eq!(user_agent(Some(&once)), once);
+        assert_eq!(user_agent(None), USER_AGENT);
     }
 
     #[test]
