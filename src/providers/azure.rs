@@ -60,7 +60,8 @@ use tracing::info;
 use zeroize::Zeroize;
 
 use super::{
-    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, error_chain, user_agent,
+    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, certificate_error,
+    certificate_refused, error_chain, user_agent,
 };
 use crate::cli::AzureCloud;
 use crate::exit::Class;
@@ -429,6 +430,9 @@ impl HttpClient for Limited {
 /// Tags an SDK error with its exit class and gives it a one-line, `Display`-only text
 /// that never quotes a response body the service did not shape as an error.
 fn classify(err: &AzureError, identity: &Identity) -> anyhow::Error {
+    if certificate_refused(err) {
+        return certificate_error(error_chain(err));
+    }
     let verdict = Verdict::of(err);
     let mut text = match verdict.http {
         // Key Vault's own error: status, code and message, parsed from the JSON error.

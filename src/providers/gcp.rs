@@ -39,7 +39,8 @@ use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
 
 use super::{
-    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, USER_AGENT, error_chain,
+    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, USER_AGENT,
+    certificate_error, certificate_refused, error_chain,
 };
 use crate::exit::Class;
 use crate::reference::Params;
@@ -370,6 +371,9 @@ fn check_endpoint(endpoint: &str) -> Result<String> {
 
 /// Tags a Secret Manager error with its exit class, keeping the service's own message.
 fn classify(err: GaxError) -> anyhow::Error {
+    if certificate_refused(&err) {
+        return certificate_error(scrub(&error_chain(&err)));
+    }
     let class = error_class(&err);
     let text = if err.is_deserialization() {
         // serde's messages can quote the response, and a response holds the secret.
@@ -455,6 +459,9 @@ fn retry_after(err: &GaxError) -> Option<RetryAfter> {
 /// A credential failure: transient ones (a metadata server or STS that is not answering,
 /// 5xx) are retried by the core; everything else is an identity failure.
 fn credentials_error(err: &CredentialsError) -> anyhow::Error {
+    if certificate_refused(err) {
+        return certificate_error(scrub(&error_chain(err)));
+    }
     let class = match err.is_transient() {
         true => Class::Transient,
         false => Class::Auth,
