@@ -390,7 +390,7 @@ impl KeyVault {
     }
 }
 
-fn kv_error(status: u16, code: &str, message: &str, inner: Option<&str>) -> Response {
+pub fn kv_error(status: u16, code: &str, message: &str, inner: Option<&str>) -> Response {
     let mut error = serde_json::json!({"code": code, "message": message});
     if let Some(inner) = inner {
         error["innererror"] = serde_json::json!({ "code": inner });
