@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::faults::{Endpoint, FILE, Provider};
 use support::http::{Fault, Response, Server};
-use support::tls::BadCertificate;
+use support::tls::{BadCertificate, HttpsServer, ca};
 use support::{Run, SENTINEL, Scratch};
 
 struct Outcome {
@@ -347,6 +347,99 @@ fn sigterm_stops_a_run_promptly_and_publishes_nothing(provider: Provider) {
     assert_eq!(output.status.code(), Some(143), "{stderr}");
     assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
     out.expect_empty();
+}
+
+/// What every refused identity endpoint must give: exit 3 with the reason, one handshake,
+/// no request through it, no secret read, nothing published.
+#[track_caller]
+fn expect_identity_certificate_refused(run: &Run, identity: &HttpsServer, out: &Scratch) {
+    run.expect_code(3)
+        .expect_stderr("TLS certificate was refused")
+        .expect_no_leak(SENTINEL.as_bytes());
+    assert_eq!(identity.connections(), 1, "retried\n{}", run.stderr);
+    assert!(identity.requests().is_empty(), "a request got through");
+    out.expect_empty();
+}
+
+fn wrong_name_server() -> HttpsServer {
+    HttpsServer::with_bad_certificate(BadCertificate::WrongName, |_| Response::json(500, ""))
+}
+
+#[cfg(feature = "aws")]
+#[test]
+fn aws_sts_with_a_refused_certificate_is_exit_3_and_not_retried() {
+    let sts = wrong_name_server();
+    let secrets = Server::start(vec![Provider::Aws.ok()]);
+    let files = Scratch::disk("fault-irsa-token");
+    let token = files.path.join("token");
+    std::fs::write(&token, support::fake_jwt("system:serviceaccount:prod:app")).unwrap();
+    let out = Scratch::tmpfs("fault-sts-tls");
+    let run = support::Sidecar::new()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_ROLE_ARN", "arn:aws:iam::000000000000:role/app")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+        .env("AWS_ENDPOINT_URL", &secrets.url)
+        .env("AWS_ENDPOINT_URL_STS", &sts.url)
+        .env("RUST_LOG", "trace")
+        .arg("--ca-file")
+        .arg(&ca().pem_file)
+        .arg("--output-dir")
+        .arg(&out.path)
+        .args(["--secret", "db=aws://db", "--timeout", "20s"])
+        .run();
+    expect_identity_certificate_refused(&run, &sts, &out);
+    assert!(secrets.requests().is_empty());
+}
+
+#[cfg(feature = "azure")]
+#[test]
+fn azure_entra_with_a_refused_certificate_is_exit_3_and_not_retried() {
+    let entra = wrong_name_server();
+    let endpoint = Endpoint::start(Provider::Azure, vec![Provider::Azure.ok()]);
+    let out = Scratch::tmpfs("fault-entra-tls");
+    let run = endpoint
+        .sidecar(&out)
+        .env("AZURE_AUTHORITY_HOST", format!("{}/", entra.url))
+        .args(["--timeout", "20s"])
+        .run();
+    expect_identity_certificate_refused(&run, &entra, &out);
+    assert_eq!(
+        endpoint.attempts(),
+        0,
+        "the secret was read without a token"
+    );
+}
+
+#[cfg(feature = "gcp")]
+#[test]
+fn google_sts_with_a_refused_certificate_is_exit_3_and_not_retried() {
+    use support::gcp::{external_account_file, pool_audience};
+    let sts = wrong_name_server();
+    let secrets = Server::start(vec![Provider::Gcp.ok()]);
+    let files = Scratch::disk("fault-wif");
+    let token = files.path.join("token");
+    std::fs::write(&token, support::fake_jwt("system:serviceaccount:prod:app")).unwrap();
+    let config = files.path.join("credential-configuration.json");
+    let audience = pool_audience("my-pool", "my-cluster");
+    let sts_url = format!("{}/v1/token", sts.url);
+    std::fs::write(
+        &config,
+        external_account_file(&audience, &sts_url, &token, None),
+    )
+    .unwrap();
+    let out = Scratch::tmpfs("fault-google-sts-tls");
+    let run = support::Sidecar::new()
+        .env("HOME", "/nonexistent/home")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &config)
+        .env("SSL_CERT_FILE", &ca().pem_file)
+        .env("RUST_LOG", "trace")
+        .args(["--gcp-endpoint", &secrets.url, "--output-dir"])
+        .arg(&out.path)
+        .args(["--secret", "db=gcp://my-project/db", "--timeout", "20s"])
+        .run();
+    expect_identity_certificate_refused(&run, &sts, &out);
+    assert!(secrets.requests().is_empty());
 }
 
 /// One `#[test]` per case and provider, in a module per provider, each behind its cargo
