@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Static checks of the deployment artifacts. Offline once the tools are installed.
 #
-#   kubernetes-manifests/   each overlay rendered with `kubectl kustomize`, validated
-#                           against the Kubernetes schemas (strict: misspelt fields fail)
-#                           for the oldest and newest version checked, then checkov on
-#                           the rendered output and on the kustomize tree
+#   kubernetes-manifests/   each overlay (every directory under overlays/) rendered with
+#                           `kubectl kustomize`, validated against the Kubernetes schemas
+#                           (strict: misspelt fields fail) for the oldest and newest
+#                           version checked, then checkov on the rendered output and on
+#                           the kustomize tree; base/ and components/ are checked as the
+#                           overlays render them
 #   Dockerfile              hadolint, and checkov's dockerfile checks
 #   ecs-task-def/*.json     botocore's client-side validation of RegisterTaskDefinition
 #   docker-compose.yml      the Compose Specification's JSON schema

@@ -15,7 +15,8 @@ pub enum Class {
     Internal,
     /// The command line, environment or configuration file is wrong.
     Usage,
-    /// The workload identity could not be proven (no credentials, token rejected).
+    /// The workload identity could not be proven (no credentials, token rejected), or the
+    /// server's could not: its TLS certificate was refused.
     Auth,
     /// The secret (or the requested version) does not exist. Optional secrets skip this.
     NotFound,
@@ -100,7 +101,7 @@ Exit codes:
   0  every secret was published
   1  internal error (a bug; please report it)
   2  usage or configuration error (nothing was fetched)
-  3  identity or authentication failed
+  3  identity or authentication failed (also: a server certificate that does not verify)
   4  secret not found or access denied
   5  transient failure (network, throttling, 5xx) after retries or the deadline
   6  output directory or filesystem problem

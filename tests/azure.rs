@@ -516,7 +516,8 @@ fn an_untrusted_server_certificate_is_refused() {
         .arg("--secret")
         .arg(azure.reference("db"))
         .run()
-        .expect_code(5);
+        .expect_code(3)
+        .expect_stderr("TLS certificate was refused");
     assert!(azure.vault.requests().is_empty());
     assert!(azure.entra.server.requests().is_empty());
     out.expect_empty();

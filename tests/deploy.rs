@@ -1,32 +1,47 @@
 //! The deployment artifacts cannot drift from the binary: each one is read as its platform
 //! would read it, and the real binary runs with exactly the arguments and environment it
-//! gives, against LocalStack, as the user it names, into a directory prepared the way the
-//! platform prepares the shared volume; then the files the app's command names are read
-//! as the app's user. Renaming a flag or a variable, moving a mount, or changing a user or
-//! group in one place only makes one of these tests fail.
+//! gives, against LocalStack or the Azure and Google protocol fakes, as the user it names,
+//! into a directory prepared the way the platform prepares the shared volume; then the
+//! files the app's command names are read as the app's user. Renaming a flag or a
+//! variable, moving a mount, or changing a user or group in one place only makes one of
+//! these tests fail.
 //!
 //! Replaced, because they point off this machine: the output directory (a scratch
-//! directory), the AWS endpoint (LocalStack), and what the platform injects for identity
-//! (a web-identity token file for IRSA; a loopback stand-in for the EKS Pod Identity
-//! Agent and the ECS credentials endpoint).
+//! directory), the service endpoints (LocalStack; Entra ID and Key Vault under their
+//! public names through a CONNECT proxy, with the test CA as the trust store; Secret
+//! Manager and Google STS on loopback), and what the platform injects for identity (a
+//! web-identity token file for IRSA; a loopback stand-in for the EKS Pod Identity Agent and
+//! the ECS credentials endpoint; the AKS webhook's variables and token file; the GKE
+//! metadata server; for federation, the token the kubelet projects, at the path the
+//! rendered credential configuration names).
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use serde_json::Value;
 use support::deploy::{
     DEFAULT_ACCOUNT, Ids, Invocation, Reader, VERSION, Volume, VolumeDir, binary_for,
-    documented_env_vars, image_parts, json, kustomize, read, read_as_app, run_sidecar, seed,
+    documented_env_vars, image_parts, json, kustomize, read, read_as_app, repo, run_sidecar, seed,
     str_at, strings, yaml,
 };
 use support::http::{Response, Server};
-use support::{Scratch, Seeder, fake_jwt};
+use support::{Run, Scratch, Seeder, fake_jwt};
 
-const OVERLAYS: [&str; 2] = [
-    "kubernetes-manifests/overlays/aws-irsa",
-    "kubernetes-manifests/overlays/aws-pod-identity",
+const AWS_IRSA: &str = "kubernetes-manifests/overlays/aws-irsa";
+const AWS_POD_IDENTITY: &str = "kubernetes-manifests/overlays/aws-pod-identity";
+const AZURE_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/azure-workload-identity";
+const GCP_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/gcp-workload-identity";
+const GCP_FEDERATION: &str = "kubernetes-manifests/overlays/gcp-federation";
+/// Every overlay, each run by one test below.
+const OVERLAYS: [&str; 5] = [
+    AWS_IRSA,
+    AWS_POD_IDENTITY,
+    AZURE_WORKLOAD_IDENTITY,
+    GCP_WORKLOAD_IDENTITY,
+    GCP_FEDERATION,
 ];
 const TASK_DEFINITIONS: [&str; 2] = ["ecs-task-def/ec2.json", "ecs-task-def/fargate.json"];
 const COMPOSE: &str = "docker-compose.yml";
@@ -38,9 +53,22 @@ struct Deployment {
     volume: Volume,
 }
 
-/// Seeds, runs, and checks one deployment; `identity` is what the platform injects and
-/// `source` the identity source the run must report.
+/// Seeds LocalStack, runs, and checks one AWS deployment; `identity` is what the platform
+/// injects and `source` the identity source the run must report.
 fn exercise(deployment: &Deployment, account: &str, identity: &[(&str, String)], source: &str) {
+    let _ = Seeder::new(); // a clear message when LocalStack is not running
+    let expected = seed(&deployment.sidecar, account);
+    exercise_with(deployment, &expected, identity, source);
+}
+
+/// Runs one deployment whose secrets are already stored (`expected`: file → content),
+/// checks what its readers see, and returns the run for further checks.
+fn exercise_with(
+    deployment: &Deployment,
+    expected: &BTreeMap<String, Vec<u8>>,
+    identity: &[(&str, String)],
+    source: &str,
+) -> Run {
     let sidecar = &deployment.sidecar;
     let documented = documented_env_vars();
     for (name, _) in &sidecar.env {
@@ -53,8 +81,6 @@ fn exercise(deployment: &Deployment, account: &str, identity: &[(&str, String)],
         }
     }
 
-    let _ = Seeder::new(); // a clear message when LocalStack is not running
-    let expected = seed(sidecar, account);
     let bin_dir = Scratch::tmpfs("deploy-bin");
     let binary = binary_for(&bin_dir);
     let volume = VolumeDir::new(deployment.volume, "deploy-volume");
@@ -73,7 +99,7 @@ fn exercise(deployment: &Deployment, account: &str, identity: &[(&str, String)],
                 .unwrap_or_else(|e| panic!("{}: log line is not JSON ({e}): {line}", sidecar.what));
         }
     }
-    for (file, content) in &expected {
+    for (file, content) in expected {
         run.expect_no_leak(content);
         assert!(
             volume.path.join(file).exists(),
@@ -121,6 +147,7 @@ fn exercise(deployment: &Deployment, account: &str, identity: &[(&str, String)],
             assert_eq!(actual & 0o7777, mode, "{}: mode of {path}", reader.what);
         }
     }
+    run
 }
 
 /// A loopback stand-in for a container credentials endpoint (the EKS Pod Identity Agent,
@@ -181,7 +208,106 @@ fn k8s_ids(pod: &Value, container: &Value, what: &str) -> Ids {
     }
 }
 
-fn k8s_deployments(overlay: &str) -> Vec<(String, Deployment, Value)> {
+/// One workload of a rendered overlay: its deployment as the tests run it, and the
+/// rendered objects the identity set-up is read from.
+#[cfg_attr(not(any(feature = "azure", feature = "gcp")), allow(dead_code))]
+struct K8sWorkload {
+    what: String,
+    deployment: Deployment,
+    service_account: Value,
+    /// The pod template (metadata and spec).
+    template: Value,
+    /// The secret-sidecar init container.
+    container: Value,
+    /// Everything the overlay renders.
+    objects: Vec<Value>,
+}
+
+#[cfg_attr(not(any(feature = "azure", feature = "gcp")), allow(dead_code))]
+impl K8sWorkload {
+    fn annotation(&self, name: &str) -> Option<&str> {
+        self.service_account["metadata"]["annotations"][name].as_str()
+    }
+
+    /// The rendered volume that the sidecar mounts at a directory holding `path`, and the
+    /// file's path inside that volume.
+    fn volume_for(&self, path: &str) -> (&Value, String) {
+        let mount = self.container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                path.starts_with(&format!(
+                    "{}/",
+                    str_at(m, "/mountPath").trim_end_matches('/')
+                ))
+            })
+            .unwrap_or_else(|| panic!("{}: nothing mounted holds {path}", self.what));
+        assert_eq!(
+            mount["readOnly"], true,
+            "{}: mount {path} read-only",
+            self.what
+        );
+        assert!(
+            mount.get("subPath").is_none(),
+            "{}: a subPath mount is not updated when its source changes",
+            self.what
+        );
+        let inside = path[str_at(mount, "/mountPath").trim_end_matches('/').len() + 1..].to_owned();
+        let name = str_at(mount, "/name");
+        let volume = self.template["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("{}: no volume {name}", self.what));
+        (volume, inside)
+    }
+
+    /// Whether a container other than the sidecar mounts the volume `name`.
+    fn others_mount(&self, name: &str) -> bool {
+        ["initContainers", "containers"]
+            .iter()
+            .flat_map(|list| self.template["spec"][list].as_array().into_iter().flatten())
+            .filter(|c| c["name"] != self.container["name"])
+            .flat_map(|c| c["volumeMounts"].as_array().into_iter().flatten())
+            .any(|m| m["name"].as_str() == Some(name))
+    }
+
+    /// Whether a NetworkPolicy selecting this pod lets it reach `cidr` (exactly, or any
+    /// address) on TCP `port`.
+    fn egress_allows(&self, cidr: &str, port: u64) -> bool {
+        let labels = &self.template["metadata"]["labels"];
+        self.objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .filter(|policy| {
+                policy["spec"]["podSelector"]["matchLabels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .all(|(k, v)| labels[k] == *v)
+            })
+            .flat_map(|policy| policy["spec"]["egress"].as_array().into_iter().flatten())
+            .any(|rule| {
+                let to_ok = rule["to"].as_array().is_none_or(|peers| {
+                    peers
+                        .iter()
+                        .any(|p| p["ipBlock"]["cidr"].as_str() == Some(cidr))
+                });
+                let port_ok = rule["ports"].as_array().is_none_or(|ports| {
+                    ports.iter().any(|p| {
+                        p["port"].as_u64() == Some(port)
+                            && p["protocol"].as_str().unwrap_or("TCP") == "TCP"
+                    })
+                });
+                to_ok && port_ok
+            })
+    }
+}
+
+/// Every workload of a rendered overlay, read as the kubelet would run it.
+fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
     let objects = kustomize(overlay);
     let mut out = Vec::new();
     for (name, template, pod) in pod_specs(&objects) {
@@ -240,15 +366,21 @@ fn k8s_deployments(overlay: &str) -> Vec<(String, Deployment, Value)> {
             "{what}: the secrets volume must be emptyDir {{medium: Memory}}"
         );
 
-        let skipped = template["metadata"]["annotations"]["eks.amazonaws.com/skip-containers"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            !skipped
-                .split(',')
-                .any(|c| c.trim() == str_at(container, "/name")),
-            "{what}: eks.amazonaws.com/skip-containers must not name the sidecar"
-        );
+        // The identity webhooks inject into every container but those named here.
+        for (annotation, separator) in [
+            ("eks.amazonaws.com/skip-containers", ','),
+            ("azure.workload.identity/skip-containers", ';'),
+        ] {
+            let skipped = template["metadata"]["annotations"][annotation]
+                .as_str()
+                .unwrap_or_default();
+            assert!(
+                !skipped
+                    .split(separator)
+                    .any(|c| c.trim() == str_at(container, "/name")),
+                "{what}: {annotation} must not name the sidecar"
+            );
+        }
 
         let readers = pod["containers"]
             .as_array()
@@ -279,15 +411,21 @@ fn k8s_deployments(overlay: &str) -> Vec<(String, Deployment, Value)> {
             })
             .unwrap_or_else(|| panic!("{what}: its ServiceAccount is not in the overlay"))
             .clone();
-        out.push((
+        out.push(K8sWorkload {
             what,
-            Deployment {
+            deployment: Deployment {
                 sidecar,
                 readers,
                 volume: Volume::EmptyDir { fs_group },
             },
             service_account,
-        ));
+            template: template.clone(),
+            container: container.clone(),
+            objects: Vec::new(),
+        });
+    }
+    for workload in &mut out {
+        workload.objects = objects.clone();
     }
     assert!(!out.is_empty(), "{overlay}: no workload");
     out
@@ -295,11 +433,13 @@ fn k8s_deployments(overlay: &str) -> Vec<(String, Deployment, Value)> {
 
 #[test]
 fn kubernetes_irsa_overlay_runs_as_written() {
-    for (what, deployment, account) in k8s_deployments(OVERLAYS[0]) {
-        let role = str_at(
-            &account,
-            "/metadata/annotations/eks.amazonaws.com~1role-arn",
+    for workload in k8s_workloads(AWS_IRSA) {
+        let (what, deployment, account) = (
+            &workload.what,
+            &workload.deployment,
+            &workload.service_account,
         );
+        let role = str_at(account, "/metadata/annotations/eks.amazonaws.com~1role-arn");
         let role_account = role.split(':').nth(4).expect("a role ARN");
         // What the EKS pod identity webhook injects: the role, and a projected token for
         // this namespace and service account.
@@ -307,14 +447,14 @@ fn kubernetes_irsa_overlay_runs_as_written() {
         let token = token_dir.path.join("token");
         let subject = format!(
             "system:serviceaccount:{}:{}",
-            str_at(&account, "/metadata/namespace"),
-            str_at(&account, "/metadata/name")
+            str_at(account, "/metadata/namespace"),
+            str_at(account, "/metadata/name")
         );
         fs::write(&token, fake_jwt(&subject)).unwrap();
         fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
         eprintln!("{what}: as {role}");
         exercise(
-            &deployment,
+            deployment,
             role_account,
             &[
                 ("AWS_ROLE_ARN", role.to_owned()),
@@ -328,7 +468,12 @@ fn kubernetes_irsa_overlay_runs_as_written() {
 
 #[test]
 fn kubernetes_pod_identity_overlay_runs_as_written() {
-    for (what, deployment, account) in k8s_deployments(OVERLAYS[1]) {
+    for workload in k8s_workloads(AWS_POD_IDENTITY) {
+        let (what, deployment, account) = (
+            &workload.what,
+            &workload.deployment,
+            &workload.service_account,
+        );
         assert!(
             account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].is_null(),
             "{what}: with EKS Pod Identity the ServiceAccount must not carry the IRSA annotation"
@@ -342,7 +487,7 @@ fn kubernetes_pod_identity_overlay_runs_as_written() {
         fs::write(&token, &jwt).unwrap();
         fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
         exercise(
-            &deployment,
+            deployment,
             DEFAULT_ACCOUNT,
             &[
                 (
@@ -361,6 +506,34 @@ fn kubernetes_pod_identity_overlay_runs_as_written() {
         assert_eq!(requests[0].header("authorization"), Some(jwt.as_str()));
     }
 }
+
+/// Writes `content` as a file the sidecar's user can read, as the kubelet writes a
+/// projected token or a ConfigMap key for a pod with an fsGroup.
+#[cfg(any(feature = "azure", feature = "gcp"))]
+fn readable_file(dir: &Scratch, name: &str, content: &str) -> std::path::PathBuf {
+    fs::set_permissions(&dir.path, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path.join(name);
+    fs::write(&path, content).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// The `system:serviceaccount:NS:NAME` subject of a ServiceAccount's tokens.
+#[cfg(any(feature = "azure", feature = "gcp"))]
+fn subject(account: &Value) -> String {
+    format!(
+        "system:serviceaccount:{}:{}",
+        str_at(account, "/metadata/namespace"),
+        str_at(account, "/metadata/name")
+    )
+}
+
+#[cfg(feature = "azure")]
+#[path = "deploy/azure.rs"]
+mod azure;
+#[cfg(feature = "gcp")]
+#[path = "deploy/gcp.rs"]
+mod gcp;
 
 // ---------------------------------------------------------------------------------------
 // ECS
@@ -700,10 +873,39 @@ fn compose_secret_sidecar_service_runs_as_written() {
 // ---------------------------------------------------------------------------------------
 // Versions
 
+/// Every directory under kubernetes-manifests/overlays, as a path like [`OVERLAYS`].
+fn overlay_dirs() -> Vec<String> {
+    let mut dirs: Vec<String> = fs::read_dir(repo().join("kubernetes-manifests/overlays"))
+        .unwrap()
+        .map(|entry| entry.unwrap())
+        .filter(|entry| entry.file_type().unwrap().is_dir())
+        .map(|entry| {
+            format!(
+                "kubernetes-manifests/overlays/{}",
+                entry.file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn every_overlay_has_a_test_that_runs_it() {
+    let mut known: Vec<String> = OVERLAYS.iter().map(|o| o.to_string()).collect();
+    known.sort();
+    assert_eq!(
+        overlay_dirs(),
+        known,
+        "add each new overlay to OVERLAYS and give it a test that runs it"
+    );
+}
+
 #[test]
 fn every_artifact_names_the_crate_version() {
     let mut seen = Vec::new();
-    for overlay in OVERLAYS {
+    let overlays = overlay_dirs();
+    for overlay in &overlays {
         let objects = kustomize(overlay);
         for (name, _, pod) in pod_specs(&objects) {
             for list in ["initContainers", "containers"] {
@@ -740,7 +942,12 @@ fn every_artifact_names_the_crate_version() {
         "the Dockerfile's {label} label"
     );
     // Every artifact runs the image somewhere (a renamed image would match nothing).
-    for artifact in OVERLAYS.iter().chain(&TASK_DEFINITIONS).chain(&[COMPOSE]) {
+    let artifacts = overlays
+        .iter()
+        .map(String::as_str)
+        .chain(TASK_DEFINITIONS)
+        .chain([COMPOSE]);
+    for artifact in artifacts {
         assert!(
             seen.iter().any(|s| s.starts_with(artifact)),
             "{artifact} runs no secret-sidecar image; checked: {seen:#?}"

@@ -1,184 +1,336 @@
-//! Fault injection: a loopback server that misbehaves in each way a network, proxy or
-//! broken endpoint can, and the real binary against it. Every case asserts the exit code,
-//! how many attempts reached the server, that the run ended within its deadline, and that
-//! nothing was published.
+//! Fault injection: each provider's secret endpoint misbehaves in each way a network,
+//! proxy or broken endpoint can, and the real binary, with that provider's official client
+//! inside, runs against it. Every case asserts the exit code, how many attempts reached the
+//! endpoint, that the run ended within its deadline, that nothing was published, and that
+//! neither the secret nor a token reached the output (at `RUST_LOG=trace`).
+//!
+//! The cases are written once, for any [`Provider`]; `for_each_provider!` at the bottom
+//! makes one test per case and provider (`aws::…`, `azure::…`, `gcp::…`). The harness is
+//! in `support/faults.rs`.
 
 mod support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::faults::{Endpoint, FILE, Provider};
 use support::http::{Fault, Response, Server};
-use support::{Run, Scratch, Sidecar};
+use support::tls::{BadCertificate, HttpsServer, ca};
+use support::{Run, SENTINEL, Scratch};
 
-const OK: &str = r#"{"Name":"db","VersionId":"v1","SecretString":"the value"}"#;
-
-fn ok() -> Response {
-    Response::json(200, OK)
-}
-
-struct Case {
+struct Outcome {
     run: Run,
     attempts: usize,
     took: Duration,
 }
 
-/// Runs the binary for one secret against `server` with a short deadline.
-fn against(server: &Server, out: &Scratch, timeout: &str) -> Case {
+/// Runs the binary once against `endpoint` with the given `--timeout`.
+fn run(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> Outcome {
     let started = Instant::now();
-    let run = Sidecar::new()
-        .env("AWS_ENDPOINT_URL", &server.url)
-        .arg("--output-dir")
-        .arg(&out.path)
-        .args(["--secret", "db=aws://db", "--timeout", timeout])
-        .run();
-    Case {
+    let run = endpoint.sidecar(out).args(["--timeout", timeout]).run();
+    let outcome = Outcome {
         run,
-        attempts: server.requests().len(),
+        attempts: endpoint.attempts(),
         took: started.elapsed(),
+    };
+    outcome.run.expect_no_leak(SENTINEL.as_bytes());
+    for token in &endpoint.tokens {
+        outcome.run.expect_no_leak(token.as_bytes());
     }
+    outcome
+}
+
+/// Starts `provider` with `script`, runs it, and checks a failure: `code`, exactly
+/// `attempts` reads, ended before `within`, nothing published.
+#[track_caller]
+fn fails(
+    provider: Provider,
+    script: Vec<Response>,
+    timeout: &str,
+    code: i32,
+    attempts: usize,
+    within: Duration,
+) -> Outcome {
+    let endpoint = Endpoint::start(provider, script);
+    let out = Scratch::tmpfs("fault");
+    let outcome = run(&endpoint, &out, timeout);
+    expect_failure(&outcome, code, attempts, within, &out);
+    outcome
 }
 
 #[track_caller]
-fn expect_failure(case: &Case, code: i32, attempts: usize, within: Duration, out: &Scratch) {
-    case.run.expect_code(code);
-    assert_eq!(case.attempts, attempts, "attempts\n{}", case.run.stderr);
-    assert!(case.took < within, "took {:?}, bound {within:?}", case.took);
+fn expect_failure(outcome: &Outcome, code: i32, attempts: usize, within: Duration, out: &Scratch) {
+    outcome.run.expect_code(code);
+    assert_eq!(
+        outcome.attempts, attempts,
+        "attempts\n{}",
+        outcome.run.stderr
+    );
+    assert!(
+        outcome.took < within,
+        "took {:?}, bound {within:?}",
+        outcome.took
+    );
     out.expect_empty();
 }
 
-#[test]
-fn server_errors_then_ok_is_retried_to_success() {
-    let server = Server::start(vec![
-        Response::json(500, r#"{"__type":"InternalServiceError","Message":"oops"}"#),
-        Response::json(503, "<html>Service Unavailable</html>"),
-        ok(),
-    ]);
+fn server_errors_then_ok_are_retried_to_success(provider: Provider) {
+    let endpoint = Endpoint::start(
+        provider,
+        vec![
+            provider.server_error(500),
+            provider.html(503),
+            provider.ok(),
+        ],
+    );
     let out = Scratch::tmpfs("fault-5xx");
-    let case = against(&server, &out, "20s");
-    case.run.expect_code(0);
-    assert_eq!(case.attempts, 3);
-    assert_eq!(out.read("db"), b"the value");
+    let outcome = run(&endpoint, &out, "20s");
+    outcome.run.expect_code(0);
+    assert_eq!(outcome.attempts, 3);
+    assert_eq!(out.read(FILE), SENTINEL.as_bytes());
 }
 
-#[test]
-fn persistent_server_errors_give_up_after_three_attempts() {
-    let server = Server::start(vec![Response::json(
-        503,
-        r#"{"__type":"ServiceUnavailable"}"#,
-    )]);
-    let out = Scratch::tmpfs("fault-503");
-    let case = against(&server, &out, "20s");
-    expect_failure(&case, 5, 3, Duration::from_secs(15), &out);
-    case.run.expect_stderr("after 3 attempts");
+fn persistent_server_errors_give_up_after_three_attempts(provider: Provider) {
+    let outcome = fails(
+        provider,
+        vec![provider.server_error(503)],
+        "20s",
+        5,
+        3,
+        Duration::from_secs(15),
+    );
+    outcome.run.expect_stderr("after 3 attempts");
 }
 
-#[test]
-fn retry_after_is_honoured() {
-    let server = Server::start(vec![
-        Response::json(429, r#"{"__type":"ThrottlingException","Message":"slow"}"#)
-            .header("retry-after", "2"),
-        ok(),
-    ]);
+fn retry_after_is_honoured(provider: Provider) {
+    let endpoint = Endpoint::start(provider, vec![provider.throttled(2), provider.ok()]);
     let out = Scratch::tmpfs("fault-retry-after");
-    let case = against(&server, &out, "20s");
-    case.run.expect_code(0);
-    assert_eq!(case.attempts, 2);
+    let outcome = run(&endpoint, &out, "20s");
+    outcome.run.expect_code(0);
+    assert_eq!(outcome.attempts, 2);
+    // The jittered back-off alone waits at most 100 ms; the server asked for 2 s.
     assert!(
-        case.took >= Duration::from_secs(2),
+        outcome.took >= Duration::from_secs(2),
         "did not wait: {:?}",
-        case.took
+        outcome.took
+    );
+    assert_eq!(out.read(FILE), SENTINEL.as_bytes());
+}
+
+fn throttling_on_every_attempt_gives_up_after_three(provider: Provider) {
+    let outcome = fails(
+        provider,
+        vec![provider.throttled(1)],
+        "20s",
+        5,
+        3,
+        Duration::from_secs(15),
+    );
+    outcome.run.expect_stderr("after 3 attempts");
+}
+
+fn headers_delayed_past_the_deadline_end_the_run_on_time(provider: Provider) {
+    let delayed = provider
+        .ok()
+        .fault(Fault::DelayHeaders(Duration::from_secs(30)));
+    fails(provider, vec![delayed], "3s", 5, 1, Duration::from_secs(8));
+}
+
+fn a_trickled_body_is_cut_off_by_the_attempt_timeout(provider: Provider) {
+    // One byte per 100 ms: every provider's answer is well over 30 bytes.
+    let trickled = provider
+        .ok()
+        .fault(Fault::Trickle(Duration::from_millis(100)));
+    fails(provider, vec![trickled], "3s", 5, 1, Duration::from_secs(8));
+}
+
+fn a_short_body_is_transient(provider: Provider) {
+    let short = provider.ok().fault(Fault::ShortBody);
+    fails(provider, vec![short], "20s", 5, 3, Duration::from_secs(15));
+}
+
+fn a_reset_mid_body_is_transient(provider: Provider) {
+    let reset = provider.ok().fault(Fault::Reset);
+    fails(provider, vec![reset], "20s", 5, 3, Duration::from_secs(15));
+}
+
+fn a_close_without_an_answer_is_transient(provider: Provider) {
+    let closed = provider.ok().fault(Fault::Close);
+    fails(provider, vec![closed], "20s", 5, 3, Duration::from_secs(15));
+}
+
+fn a_refused_connection_is_transient(provider: Provider) {
+    let endpoint = Endpoint::refusing(provider);
+    let out = Scratch::tmpfs("fault-refused");
+    let outcome = run(&endpoint, &out, "20s");
+    expect_failure(&outcome, 5, 0, Duration::from_secs(15), &out);
+    outcome.run.expect_stderr("after 3 attempts");
+}
+
+fn an_html_page_with_200_is_not_published_or_retried(provider: Provider) {
+    // A 200 that is not the documented answer: exit 1, one attempt.
+    fails(
+        provider,
+        vec![provider.html(200)],
+        "20s",
+        1,
+        1,
+        Duration::from_secs(15),
     );
 }
 
-#[test]
-fn headers_delayed_past_the_deadline_end_the_run_on_time() {
-    let server = Server::start(vec![
-        ok().fault(Fault::DelayHeaders(Duration::from_secs(30))),
-    ]);
-    let out = Scratch::tmpfs("fault-delay");
-    let case = against(&server, &out, "3s");
-    expect_failure(&case, 5, 1, Duration::from_secs(8), &out);
+fn truncated_json_with_200_is_not_published_or_retried(provider: Provider) {
+    fails(
+        provider,
+        vec![provider.truncated()],
+        "20s",
+        1,
+        1,
+        Duration::from_secs(15),
+    );
 }
 
-#[test]
-fn a_trickled_body_is_cut_off_by_the_attempt_timeout() {
-    let slow = Response::json(
-        200,
-        format!(
-            r#"{{"Name":"db","VersionId":"v1","SecretString":"{}"}}"#,
-            "x".repeat(200)
-        ),
-    )
-    .fault(Fault::Trickle(Duration::from_millis(100)));
-    let server = Server::start(vec![slow]);
-    let out = Scratch::tmpfs("fault-trickle");
-    let case = against(&server, &out, "3s");
-    expect_failure(&case, 5, 1, Duration::from_secs(8), &out);
-}
-
-#[test]
-fn short_bodies_resets_and_silent_closes_are_transient() {
-    for fault in [Fault::ShortBody, Fault::Reset, Fault::Close] {
-        let server = Server::start(vec![ok().fault(fault)]);
-        let out = Scratch::tmpfs("fault-wire");
-        let case = against(&server, &out, "20s");
-        expect_failure(&case, 5, 3, Duration::from_secs(15), &out);
-    }
-}
-
-#[test]
-fn html_and_truncated_json_are_not_published() {
-    for body in [
-        "<html><body>Proxy error</body></html>",
-        r#"{"Name":"db","SecretString":"the val"#,
-    ] {
-        let mut response = Response::json(200, body);
-        response.headers = vec![("content-type", "text/html".to_owned())];
-        let server = Server::start(vec![response]);
-        let out = Scratch::tmpfs("fault-garbage");
-        let case = against(&server, &out, "20s");
-        // A 200 that is not the documented answer is not retried: exit 1, one attempt.
-        expect_failure(&case, 1, 1, Duration::from_secs(15), &out);
-    }
-}
-
-#[test]
-fn redirects_are_never_followed() {
-    let elsewhere = Server::start(vec![ok()]);
-    let server = Server::start(vec![
-        Response::json(307, "").header("location", format!("{}/", elsewhere.url)),
-    ]);
-    let out = Scratch::tmpfs("fault-redirect");
-    let case = against(&server, &out, "20s");
-    expect_failure(&case, 1, 1, Duration::from_secs(15), &out);
+fn redirects_are_never_followed(provider: Provider) {
+    let elsewhere = Server::start(vec![provider.ok()]);
+    let redirect = Response::json(307, "").header("location", format!("{}/", elsewhere.url));
+    fails(
+        provider,
+        vec![redirect],
+        "20s",
+        1,
+        1,
+        Duration::from_secs(15),
+    );
     assert_eq!(elsewhere.requests().len(), 0, "the redirect was followed");
-    out.expect_empty();
 }
 
-#[test]
-fn sigterm_stops_a_run_promptly_and_publishes_nothing() {
-    let server = Server::start(vec![
-        ok().fault(Fault::DelayHeaders(Duration::from_secs(30))),
-    ]);
+fn an_oversized_answer_is_cut_off_at_the_size_cap(provider: Provider) {
+    // 5 MiB, above the 4 MiB cap and far above any real secret.
+    let huge = provider.ok_with(&"x".repeat(5 << 20));
+    let outcome = fails(provider, vec![huge], "20s", 7, 1, Duration::from_secs(15));
+    outcome.run.expect_stderr("larger than 4194304 bytes");
+}
+
+/// An endpoint that streams without end. AWS and Azure cut the body off at the cap as it
+/// streams in, so memory stays small. Google's client reads an answer whole before anyone
+/// can look at it, so there the attempt timeout is what ends the read, and memory grows
+/// with what arrived until then (here about 64 MB/s for 3 s): bounded, but not by the cap.
+fn an_endless_answer_leaves_memory_bounded(provider: Provider) {
+    let endpoint = Endpoint::start(provider, vec![provider.endless()]);
+    let out = Scratch::tmpfs("fault-endless");
+    let started = Instant::now();
+    let (run, peak) = run_measuring_memory(endpoint.sidecar(&out).args(["--timeout", "3s"]));
+    let outcome = Outcome {
+        run,
+        attempts: endpoint.attempts(),
+        took: started.elapsed(),
+    };
+    outcome.run.expect_no_leak(SENTINEL.as_bytes());
+    let mib = peak / (1 << 20);
+    eprintln!("{provider:?}: peak resident memory {mib} MiB");
+    match provider {
+        Provider::Gcp => {
+            expect_failure(&outcome, 5, 1, Duration::from_secs(10), &out);
+            assert!(mib < 1024, "peak {mib} MiB");
+        }
+        _ => {
+            expect_failure(&outcome, 7, 1, Duration::from_secs(10), &out);
+            outcome.run.expect_stderr("larger than 4194304 bytes");
+            assert!(mib < 64, "peak {mib} MiB: the cap did not hold");
+        }
+    }
+}
+
+/// Runs the binary, sampling its peak resident set (`VmHWM`) until it exits.
+fn run_measuring_memory(sidecar: support::Sidecar) -> (Run, u64) {
+    use std::io::Read;
+    let mut child = sidecar
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = pipe.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        // VmHWM only grows, so the last sample before the exit is the closest to the peak.
+        if let Some(kib) = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+        {
+            peak = peak.max(kib * 1024);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let run = Run {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    (run, peak)
+}
+
+/// A certificate the client refuses is not retried: retrying cannot fix it.
+fn a_refused_certificate_is_not_retried(provider: Provider, certificate: BadCertificate) {
+    let endpoint = Endpoint::with_bad_certificate(provider, certificate);
+    let out = Scratch::tmpfs("fault-tls");
+    let outcome = run(&endpoint, &out, "20s");
+    expect_failure(&outcome, 3, 0, Duration::from_secs(15), &out);
+    outcome.run.expect_stderr("certificate");
+    assert_eq!(endpoint.requests(), 0, "a request got through");
+    assert_eq!(
+        endpoint.connections(),
+        Some(1),
+        "one handshake, not retried\n{}",
+        outcome.run.stderr
+    );
+}
+
+fn a_self_signed_certificate_is_refused(provider: Provider) {
+    a_refused_certificate_is_not_retried(provider, BadCertificate::SelfSigned);
+}
+
+fn a_certificate_for_another_host_is_refused(provider: Provider) {
+    a_refused_certificate_is_not_retried(provider, BadCertificate::WrongName);
+}
+
+fn sigterm_stops_a_run_promptly_and_publishes_nothing(provider: Provider) {
+    let delayed = provider
+        .ok()
+        .fault(Fault::DelayHeaders(Duration::from_secs(30)));
+    let endpoint = Endpoint::start(provider, vec![delayed]);
     let out = Scratch::tmpfs("fault-sigterm");
-    let child = Sidecar::new()
-        .env("AWS_ENDPOINT_URL", &server.url)
-        .arg("--output-dir")
-        .arg(&out.path)
-        .args(["--secret", "db=aws://db", "--timeout", "60s"])
+    let child = endpoint
+        .sidecar(&out)
+        .args(["--timeout", "60s"])
         .command()
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the request is in flight, then stop the process as kubelet would.
+    // Wait until the read is in flight, then stop the process as kubelet would.
     let waiting = Instant::now();
-    while server.requests().is_empty() && waiting.elapsed() < Duration::from_secs(10) {
+    while endpoint.attempts() == 0 && waiting.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(
-        !server.requests().is_empty(),
-        "the request never reached the server"
+    assert_eq!(
+        endpoint.attempts(),
+        1,
+        "the read never reached the endpoint"
     );
     let sent = Instant::now();
     Command::new("kill")
@@ -191,26 +343,148 @@ fn sigterm_stops_a_run_promptly_and_publishes_nothing() {
         "took {:?} to stop",
         sent.elapsed()
     );
-    assert_eq!(
-        output.status.code(),
-        Some(143),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stderr).contains("stopped by SIGTERM"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM"), "{stderr}");
     out.expect_empty();
 }
 
+/// What every refused identity endpoint must give: exit 3 with the reason, one handshake,
+/// no request through it, no secret read, nothing published.
+#[track_caller]
+fn expect_identity_certificate_refused(run: &Run, identity: &HttpsServer, out: &Scratch) {
+    run.expect_code(3)
+        .expect_stderr("TLS certificate was refused")
+        .expect_no_leak(SENTINEL.as_bytes());
+    assert_eq!(identity.connections(), 1, "retried\n{}", run.stderr);
+    assert!(identity.requests().is_empty(), "a request got through");
+    out.expect_empty();
+}
+
+fn wrong_name_server() -> HttpsServer {
+    HttpsServer::with_bad_certificate(BadCertificate::WrongName, |_| Response::json(500, ""))
+}
+
+#[cfg(feature = "aws")]
 #[test]
-fn an_endless_response_is_cut_off_at_the_size_cap() {
-    // 5 MiB, above the 4 MiB cap and far above any real secret.
-    let huge = format!(
-        r#"{{"Name":"db","VersionId":"v1","SecretString":"{}"}}"#,
-        "x".repeat(5 << 20)
+fn aws_sts_with_a_refused_certificate_is_exit_3_and_not_retried() {
+    let sts = wrong_name_server();
+    let secrets = Server::start(vec![Provider::Aws.ok()]);
+    let files = Scratch::disk("fault-irsa-token");
+    let token = files.path.join("token");
+    std::fs::write(&token, support::fake_jwt("system:serviceaccount:prod:app")).unwrap();
+    let out = Scratch::tmpfs("fault-sts-tls");
+    let run = support::Sidecar::new()
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_ROLE_ARN", "arn:aws:iam::000000000000:role/app")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+        .env("AWS_ENDPOINT_URL", &secrets.url)
+        .env("AWS_ENDPOINT_URL_STS", &sts.url)
+        .env("RUST_LOG", "trace")
+        .arg("--ca-file")
+        .arg(&ca().pem_file)
+        .arg("--output-dir")
+        .arg(&out.path)
+        .args(["--secret", "db=aws://db", "--timeout", "20s"])
+        .run();
+    expect_identity_certificate_refused(&run, &sts, &out);
+    assert!(secrets.requests().is_empty());
+}
+
+#[cfg(feature = "azure")]
+#[test]
+fn azure_entra_with_a_refused_certificate_is_exit_3_and_not_retried() {
+    let entra = wrong_name_server();
+    let endpoint = Endpoint::start(Provider::Azure, vec![Provider::Azure.ok()]);
+    let out = Scratch::tmpfs("fault-entra-tls");
+    let run = endpoint
+        .sidecar(&out)
+        .env("AZURE_AUTHORITY_HOST", format!("{}/", entra.url))
+        .args(["--timeout", "20s"])
+        .run();
+    expect_identity_certificate_refused(&run, &entra, &out);
+    assert_eq!(
+        endpoint.attempts(),
+        0,
+        "the secret was read without a token"
     );
-    let server = Server::start(vec![Response::json(200, huge)]);
-    let out = Scratch::tmpfs("fault-huge");
-    let case = against(&server, &out, "20s");
-    expect_failure(&case, 7, 1, Duration::from_secs(10), &out);
-    case.run.expect_stderr("larger than 4194304 bytes");
+}
+
+#[cfg(feature = "gcp")]
+#[test]
+fn google_sts_with_a_refused_certificate_is_exit_3_and_not_retried() {
+    use support::gcp::{external_account_file, pool_audience};
+    let sts = wrong_name_server();
+    let secrets = Server::start(vec![Provider::Gcp.ok()]);
+    let files = Scratch::disk("fault-wif");
+    let token = files.path.join("token");
+    std::fs::write(&token, support::fake_jwt("system:serviceaccount:prod:app")).unwrap();
+    let config = files.path.join("credential-configuration.json");
+    let audience = pool_audience("my-pool", "my-cluster");
+    let sts_url = format!("{}/v1/token", sts.url);
+    std::fs::write(
+        &config,
+        external_account_file(&audience, &sts_url, &token, None),
+    )
+    .unwrap();
+    let out = Scratch::tmpfs("fault-google-sts-tls");
+    let run = support::Sidecar::new()
+        .env("HOME", "/nonexistent/home")
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &config)
+        .env("SSL_CERT_FILE", &ca().pem_file)
+        .env("RUST_LOG", "trace")
+        .args(["--gcp-endpoint", &secrets.url, "--output-dir"])
+        .arg(&out.path)
+        .args(["--secret", "db=gcp://my-project/db", "--timeout", "20s"])
+        .run();
+    expect_identity_certificate_refused(&run, &sts, &out);
+    assert!(secrets.requests().is_empty());
+}
+
+/// One `#[test]` per case and provider, in a module per provider, each behind its cargo
+/// feature. A new provider is one more line here (and its wiring in support/faults.rs).
+macro_rules! for_each_provider {
+    ($($provider:ident: $variant:ident if $feature:literal;)*) => {$(
+        #[cfg(feature = $feature)]
+        mod $provider {
+            const PROVIDER: super::Provider = super::Provider::$variant;
+
+            cases! {
+                server_errors_then_ok_are_retried_to_success,
+                persistent_server_errors_give_up_after_three_attempts,
+                retry_after_is_honoured,
+                throttling_on_every_attempt_gives_up_after_three,
+                headers_delayed_past_the_deadline_end_the_run_on_time,
+                a_trickled_body_is_cut_off_by_the_attempt_timeout,
+                a_short_body_is_transient,
+                a_reset_mid_body_is_transient,
+                a_close_without_an_answer_is_transient,
+                a_refused_connection_is_transient,
+                an_html_page_with_200_is_not_published_or_retried,
+                truncated_json_with_200_is_not_published_or_retried,
+                redirects_are_never_followed,
+                an_oversized_answer_is_cut_off_at_the_size_cap,
+                an_endless_answer_leaves_memory_bounded,
+                a_self_signed_certificate_is_refused,
+                a_certificate_for_another_host_is_refused,
+                sigterm_stops_a_run_promptly_and_publishes_nothing,
+            }
+        }
+    )*};
+}
+
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {$(
+        #[test]
+        fn $case() {
+            super::$case(PROVIDER);
+        }
+    )*};
+}
+
+for_each_provider! {
+    aws: Aws if "aws";
+    azure: Azure if "azure";
+    gcp: Gcp if "gcp";
 }

@@ -806,8 +806,8 @@ fn an_https_endpoint_is_trusted_through_ssl_cert_file() {
         .env("GCE_METADATA_HOST", metadata.host())
         .args(["--secret", "gcp://my-project/db-password"])
         .run()
-        .expect_code(5)
-        .expect_stderr("certificate");
+        .expect_code(3)
+        .expect_stderr("TLS certificate was refused");
     out.expect_empty();
     assert!(sm.requests().is_empty());
 

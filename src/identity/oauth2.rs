@@ -15,7 +15,10 @@ use zeroize::Zeroizing;
 use super::{OAuth2Client, Settings, WebToken};
 use crate::cli::ClientAuth;
 use crate::exit::Class;
-use crate::providers::{MAX_RESPONSE_BYTES, ResponseTooLarge, error_chain, user_agent};
+use crate::providers::{
+    MAX_RESPONSE_BYTES, ResponseTooLarge, certificate_error, certificate_refused, error_chain,
+    user_agent,
+};
 use crate::retry::RetryAfter;
 use crate::secret::SecretValue;
 
@@ -67,12 +70,15 @@ impl OAuth2Client {
         if let Some(value) = authorization {
             request = request.header("authorization", value);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|err| anyhow!(error_chain(&err)))
-            .with_context(|| format!("requesting a token from {}", self.token_url))
-            .context(Class::Transient)?;
+        let response = request.send().await.map_err(|err| {
+            let failed = format!("requesting a token from {}", self.token_url);
+            match certificate_refused(&err) {
+                true => certificate_error(error_chain(&err)).context(failed),
+                false => anyhow!(error_chain(&err))
+                    .context(failed)
+                    .context(Class::Transient),
+            }
+        })?;
 
         let status = response.status().as_u16();
         let retry_after = response

@@ -37,7 +37,8 @@ use aws_smithy_types::body::SdkBody;
 use tracing::{debug, info};
 
 use super::{
-    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, error_chain, user_agent,
+    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, certificate_error,
+    certificate_refused, error_chain, user_agent,
 };
 use crate::cli::AwsBatch;
 use crate::exit::Class;
@@ -210,6 +211,10 @@ impl Provider for Aws {
                 .provide_credentials()
                 .await
                 .map_err(|err| {
+                    if certificate_refused(&err) {
+                        return certificate_error(error_chain(&err))
+                            .context(format!("loading AWS credentials{}", identity_hint()));
+                    }
                     let class = credentials_class(&err).unwrap_or(Class::Auth);
                     anyhow!(error_chain(&err))
                         .context(format!("loading AWS credentials{}", identity_hint()))
@@ -392,6 +397,9 @@ where
 {
     if has_cause::<http_body_util::LengthLimitError>(&err) {
         return anyhow::Error::new(ResponseTooLarge).context(Class::BadData);
+    }
+    if certificate_refused(&err) {
+        return certificate_error(error_chain(&err));
     }
     let class = match &err {
         SdkError::ServiceError(service) => {

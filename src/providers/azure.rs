@@ -50,8 +50,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::error::{Error as AzureError, ErrorKind, ErrorResponse};
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{
-    AsyncRawResponse, ClientOptions, Context, RawResponse, Request, RetryOptions, Transport, Url,
-    headers,
+    AsyncRawResponse, ClientOptions, Context, HttpClient, RawResponse, Request, RetryOptions,
+    Transport, Url, headers,
 };
 use azure_security_keyvault_secrets::models::SecretClientGetSecretOptions;
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
@@ -60,7 +60,8 @@ use tracing::info;
 use zeroize::Zeroize;
 
 use super::{
-    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, error_chain, user_agent,
+    Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, certificate_error,
+    certificate_refused, error_chain, user_agent,
 };
 use crate::cli::AzureCloud;
 use crate::exit::Class;
@@ -355,10 +356,10 @@ fn client_options(settings: &Settings) -> Result<ClientOptions> {
     let http = crate::https::client(settings.attempt_timeout, settings.ca_file.as_deref())
         .context("for Azure")?;
     Ok(ClientOptions {
-        transport: Some(Transport::new(Arc::new(http))),
+        transport: Some(Transport::new(Arc::new(Limited(http)))),
         // One attempt per call: the core's retry policy repeats transient failures.
         retry: RetryOptions::none(),
-        per_try_policies: vec![Arc::new(UserAgentSuffix), Arc::new(ResponseLimit)],
+        per_try_policies: vec![Arc::new(UserAgentSuffix)],
         ..Default::default()
     })
 }
@@ -375,26 +376,27 @@ impl Policy for UserAgentSuffix {
         request: &mut Request,
         next: &[Arc<dyn Policy>],
     ) -> PolicyResult {
+        // Key Vault's challenge policy sends the same request again once it has a token;
+        // `user_agent` does not append the suffix twice.
         let agent = user_agent(request.headers().get_optional_str(&headers::USER_AGENT));
         request.insert_header(headers::USER_AGENT, agent);
         next[0].send(ctx, request, &next[1..]).await
     }
 }
 
-/// Caps every response body (Key Vault's, Entra ID's, a managed identity endpoint's) at
-/// [`MAX_RESPONSE_BYTES`] while it streams in, before the SDK collects it whole.
+/// The transport: reqwest, with every response body (Key Vault's, Entra ID's, a managed
+/// identity endpoint's) capped at [`MAX_RESPONSE_BYTES`] while it streams in.
+///
+/// It has to be the transport, not a policy: the SDK's pipeline reads each response whole
+/// in its last step, the transport policy, so a policy would see a body only once it had
+/// been read to its end, however long that is (tests/faults.rs streams one without end).
 #[derive(Debug)]
-struct ResponseLimit;
+struct Limited(reqwest::Client);
 
 #[async_trait::async_trait]
-impl Policy for ResponseLimit {
-    async fn send(
-        &self,
-        ctx: &Context,
-        request: &mut Request,
-        next: &[Arc<dyn Policy>],
-    ) -> PolicyResult {
-        let (status, headers, body) = next[0].send(ctx, request, &next[1..]).await?.deconstruct();
+impl HttpClient for Limited {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        let (status, headers, body) = self.0.execute_request(request).await?.deconstruct();
         let mut total = 0usize;
         let limited = body.map(move |chunk| {
             let chunk = chunk?;
@@ -411,6 +413,9 @@ impl Policy for ResponseLimit {
 /// Tags an SDK error with its exit class and gives it a one-line, `Display`-only text
 /// that never quotes a response body the service did not shape as an error.
 fn classify(err: &AzureError, identity: &Identity) -> anyhow::Error {
+    if certificate_refused(err) {
+        return certificate_error(error_chain(err));
+    }
     let verdict = Verdict::of(err);
     let mut text = match verdict.http {
         // Key Vault's own error: status, code and message, parsed from the JSON error.

@@ -73,13 +73,52 @@ impl std::fmt::Display for ResponseTooLarge {
 
 impl std::error::Error for ResponseTooLarge {}
 
+/// Whether a connection failed because this client refused the server's TLS certificate
+/// (an unknown or self-signed issuer, another host's name, expired). Retrying cannot fix
+/// that, and it may be an interception, so it is an authentication failure (of the
+/// server), never transient.
+///
+/// rustls says so with `Error::InvalidCertificate`, which each SDK buries differently:
+/// aws-smithy's connector and reqwest (Azure, Google) inside hyper-util's and their own
+/// errors, around an `io::Error`. `io::Error::source` skips the error it carries, so an
+/// `io::Error` is opened with `get_ref` as well as followed through `source`.
+pub fn certificate_refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut pending = vec![err];
+    while let Some(current) = pending.pop() {
+        if let Some(rustls::Error::InvalidCertificate(_)) = current.downcast_ref::<rustls::Error>()
+        {
+            return true;
+        }
+        if let Some(inner) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            pending.push(inner);
+        }
+        pending.extend(current.source());
+    }
+    false
+}
+
+/// The error every provider reports for a refused certificate (see
+/// [`certificate_refused`]): exit 3, not retried, with what to check.
+pub fn certificate_error(cause: String) -> anyhow::Error {
+    anyhow::anyhow!(cause)
+        .context(
+            "the server's TLS certificate was refused; check that its CA is trusted \
+             (--ca-file, SSL_CERT_FILE) and that it names the host in the URL",
+        )
+        .context(Class::Auth)
+}
+
 /// `secret-sidecar/<version>`, for every provider's User-Agent.
 pub const USER_AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
-/// An SDK's User-Agent with `secret-sidecar/<version>` appended, so calls are attributable
-/// in the provider's audit logs.
+/// An SDK's User-Agent with `secret-sidecar/<version>` appended (once, however often a
+/// request passes through), so calls are attributable in the provider's audit logs.
 pub fn user_agent(sdk: Option<&str>) -> String {
     match sdk {
+        Some(existing) if existing.ends_with(USER_AGENT) => existing.to_owned(),
         Some(existing) => format!("{existing} {USER_AGENT}"),
         None => USER_AGENT.to_owned(),
     }
@@ -286,6 +325,29 @@ mod tests {
         fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
             self.1.as_deref().map(|l| l as _)
         }
+    }
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_io_errors_and_nowhere_else() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, refused);
+        let outer = Layer("connection failed", None);
+        assert!(certificate_refused(&wrapped));
+        assert!(!certificate_refused(&outer));
+        let other =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::DecryptError);
+        assert!(!certificate_refused(&other));
+        let err = certificate_error("invalid peer certificate: UnknownIssuer".to_owned());
+        assert_eq!(Class::of(&err), Class::Auth);
+        assert!(format!("{err:#}").starts_with("authentication failed: the server's TLS"));
+    }
+
+    #[test]
+    fn the_user_agent_suffix_is_added_once() {
+        let once = user_agent(Some("azsdk-rust/1.0"));
+        assert_eq!(once, format!("azsdk-rust/1.0 {USER_AGENT}"));
+        assert_eq!(user_agent(Some(&once)), once);
+        assert_eq!(user_agent(None), USER_AGENT);
     }
 
     #[test]

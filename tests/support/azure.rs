@@ -120,7 +120,8 @@ pub enum EntraMode {
     },
 }
 
-/// The Entra ID token endpoint for [`TENANT`] and [`CLIENT_ID`].
+/// The Entra ID token endpoint for one tenant and one client id ([`TENANT`] and
+/// [`CLIENT_ID`] unless started with [`Entra::start_for`]).
 pub struct Entra {
     pub server: HttpsServer,
     /// The access token it issues, the only one [`KeyVault`] accepts.
@@ -131,8 +132,14 @@ pub struct Entra {
 impl Entra {
     /// Accepts exactly `assertion` as the client assertion.
     pub fn start(assertion: &str) -> Entra {
+        Entra::start_for(assertion, TENANT, CLIENT_ID)
+    }
+
+    /// Accepts exactly `assertion`, for `client_id` in `tenant` (the values a deployment
+    /// artifact names).
+    pub fn start_for(assertion: &str, tenant: &str, client_id: &str) -> Entra {
         let access_token = jwt(&format!(
-            r#"{{"aud":"{RESOURCE}","iss":"https://sts.windows.net/{TENANT}/","appid":"{CLIENT_ID}","exp":{}}}"#,
+            r#"{{"aud":"{RESOURCE}","iss":"https://sts.windows.net/{tenant}/","appid":"{client_id}","exp":{}}}"#,
             now() + 3600
         ));
         let mode = Arc::new(Mutex::new(EntraMode::Normal));
@@ -141,8 +148,9 @@ impl Entra {
             access_token.clone(),
             Arc::clone(&mode),
         );
+        let app = (tenant.to_owned(), client_id.to_owned());
         let server = HttpsServer::with_handler(move |request| {
-            token_endpoint(request, &expected, &issued, &forced.lock().unwrap())
+            token_endpoint(request, &app, &expected, &issued, &forced.lock().unwrap())
         });
         Entra {
             server,
@@ -171,7 +179,13 @@ impl Entra {
     }
 }
 
-fn token_endpoint(request: &Request, assertion: &str, issued: &str, mode: &EntraMode) -> Response {
+fn token_endpoint(
+    request: &Request,
+    (known_tenant, client_id): &(String, String),
+    assertion: &str,
+    issued: &str,
+    mode: &EntraMode,
+) -> Response {
     let path = request.target().split('?').next().unwrap_or_default();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     if request.method() == "GET" {
@@ -189,7 +203,7 @@ fn token_endpoint(request: &Request, assertion: &str, issued: &str, mode: &Entra
                         "id_token_signing_alg_values_supported": ["RS256"],
                         "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
                         "scopes_supported": ["openid", "profile", "email", "offline_access"],
-                        "issuer": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+                        "issuer": format!("https://login.microsoftonline.com/{known_tenant}/v2.0"),
                         "authorization_endpoint": format!("{base}/{tenant}/oauth2/v2.0/authorize"),
                         "tenant_region_scope": "EU",
                         "cloud_instance_name": "microsoftonline.com",
@@ -213,7 +227,7 @@ fn token_endpoint(request: &Request, assertion: &str, issued: &str, mode: &Entra
             "The endpoint only accepts POST requests.",
         );
     };
-    if *tenant != TENANT {
+    if tenant != known_tenant {
         return entra_error(
             400,
             "invalid_request",
@@ -253,13 +267,13 @@ fn token_endpoint(request: &Request, assertion: &str, issued: &str, mode: &Entra
             "Client assertion type is not supported.",
         );
     }
-    if field("client_id") != CLIENT_ID {
+    if field("client_id") != client_id {
         return entra_error(
             400,
             "unauthorized_client",
             700016,
             &format!(
-                "Application with identifier '{}' was not found in the directory '{TENANT}'.",
+                "Application with identifier '{}' was not found in the directory '{known_tenant}'.",
                 field("client_id")
             ),
         );
@@ -390,7 +404,7 @@ impl KeyVault {
     }
 }
 
-fn kv_error(status: u16, code: &str, message: &str, inner: Option<&str>) -> Response {
+pub fn kv_error(status: u16, code: &str, message: &str, inner: Option<&str>) -> Response {
     let mut error = serde_json::json!({"code": code, "message": message});
     if let Some(inner) = inner {
         error["innererror"] = serde_json::json!({ "code": inner });

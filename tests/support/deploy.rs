@@ -340,32 +340,31 @@ impl Reader {
     }
 }
 
-/// A parsed `FILE=aws://NAME[?...][#KEY]`.
+/// A parsed `FILE=SCHEME://NAME[?...][#KEY]`, for the schemes the artifacts deploy.
 #[derive(Debug, Clone)]
 pub struct SecretArg {
     pub file: String,
+    /// What follows `SCHEME://` up to `?` or `#`: an AWS name, `VAULT/NAME`,
+    /// `PROJECT/NAME`.
     pub name: String,
     pub key: Option<String>,
 }
 
 impl SecretArg {
-    pub fn parse(arg: &str) -> SecretArg {
-        let scheme = arg
-            .find("aws://")
-            .unwrap_or_else(|| panic!("{arg}: only aws:// references are deployed today"));
-        let file = arg[..scheme].strip_suffix('=').unwrap_or_else(|| {
+    pub fn parse(arg: &str, scheme: &str) -> SecretArg {
+        let prefix = format!("{scheme}://");
+        let at = arg.find(&prefix).unwrap_or_else(|| {
+            panic!("{arg}: this deployment is tested with {prefix} references only")
+        });
+        let file = arg[..at].strip_suffix('=').unwrap_or_else(|| {
             panic!("{arg}: name the file (FILE=REF) so the app's path is explicit")
         });
-        let reference = &arg[scheme + "aws://".len()..];
+        let reference = &arg[at + prefix.len()..];
         let (locator, key) = match reference.split_once('#') {
             Some((locator, key)) => (locator, Some(key.to_owned())),
             None => (reference, None),
         };
         let name = locator.split('?').next().unwrap();
-        assert!(
-            !name.starts_with("arn:"),
-            "{arg}: an ARN cannot be recreated in LocalStack; name the secret in examples"
-        );
         SecretArg {
             file: file.to_owned(),
             name: name.to_owned(),
@@ -403,22 +402,66 @@ pub fn demo_value(name: &str, keys: &[String]) -> String {
     Value::Object(root).to_string()
 }
 
+/// The demo secrets an invocation names (all with `scheme`): the value to store under
+/// each name, and what each published file must then contain.
+pub struct DemoSecrets {
+    pub stored: BTreeMap<String, String>,
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+impl DemoSecrets {
+    pub fn of(invocation: &Invocation, scheme: &str) -> DemoSecrets {
+        let secrets: Vec<SecretArg> = invocation
+            .secrets()
+            .iter()
+            .map(|s| SecretArg::parse(s, scheme))
+            .collect();
+        assert!(!secrets.is_empty(), "{}: no --secret", invocation.what);
+        let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for secret in &secrets {
+            let entry = keys.entry(&secret.name).or_default();
+            if let Some(key) = &secret.key {
+                entry.push(key.clone());
+            }
+        }
+        let stored: BTreeMap<String, String> = keys
+            .iter()
+            .map(|(name, keys)| (name.to_string(), demo_value(name, keys)))
+            .collect();
+        let files = secrets
+            .iter()
+            .map(|secret| {
+                let value = &stored[&secret.name];
+                let content = match &secret.key {
+                    None => value.clone(),
+                    Some(key) => {
+                        let json: Value = serde_json::from_str(value).unwrap();
+                        let pointer = if key.starts_with('/') {
+                            key.clone()
+                        } else {
+                            format!("/{key}")
+                        };
+                        json.pointer(&pointer).unwrap().as_str().unwrap().to_owned()
+                    }
+                };
+                (secret.file.clone(), content.into_bytes())
+            })
+            .collect();
+        DemoSecrets { stored, files }
+    }
+}
+
 /// Stores every secret `invocation` names in LocalStack under exactly that name, in its
 /// region and `account` (create, or a new version if it exists), and returns what each
 /// published file must contain.
 pub fn seed(invocation: &Invocation, account: &str) -> BTreeMap<String, Vec<u8>> {
-    let secrets: Vec<SecretArg> = invocation
-        .secrets()
-        .iter()
-        .map(|s| SecretArg::parse(s))
-        .collect();
-    assert!(!secrets.is_empty(), "{}: no --secret", invocation.what);
-    let mut keys: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for secret in &secrets {
-        let entry = keys.entry(&secret.name).or_default();
-        if let Some(key) = &secret.key {
-            entry.push(key.clone());
-        }
+    let demo = DemoSecrets::of(invocation, "aws");
+    for name in demo.stored.keys() {
+        assert!(
+            !name.starts_with("arn:"),
+            "{}: an ARN cannot be recreated in LocalStack; name the secret in examples",
+            invocation.what
+        );
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -432,31 +475,10 @@ pub fn seed(invocation: &Invocation, account: &str) -> BTreeMap<String, Vec<u8>>
         .credentials_provider(Credentials::new(account, "test", None, None, "deploy-test"))
         .build();
     let client = Client::from_conf(config);
-    let mut values = BTreeMap::new();
-    for (name, keys) in &keys {
-        let value = demo_value(name, keys);
-        runtime.block_on(store(&client, name, &value));
-        values.insert(name.to_string(), value);
+    for (name, value) in &demo.stored {
+        runtime.block_on(store(&client, name, value));
     }
-    secrets
-        .iter()
-        .map(|secret| {
-            let value = &values[&secret.name];
-            let content = match &secret.key {
-                None => value.clone(),
-                Some(key) => {
-                    let json: Value = serde_json::from_str(value).unwrap();
-                    let pointer = if key.starts_with('/') {
-                        key.clone()
-                    } else {
-                        format!("/{key}")
-                    };
-                    json.pointer(&pointer).unwrap().as_str().unwrap().to_owned()
-                }
-            };
-            (secret.file.clone(), content.into_bytes())
-        })
-        .collect()
+    demo.files
 }
 
 async fn store(client: &Client, name: &str, value: &str) {

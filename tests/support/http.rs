@@ -23,6 +23,7 @@ impl Request {
     }
 }
 
+#[derive(Clone)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
@@ -46,6 +47,9 @@ pub enum Fault {
     Trickle(std::time::Duration),
     /// Close the connection without answering at all.
     Close,
+    /// Announce a body of 1 GiB, send the response's own body as its start, then pad
+    /// it with `x` at about 64 MB/s until the client hangs up.
+    Endless,
 }
 
 impl Response {
@@ -82,13 +86,7 @@ impl Server {
         let served = std::sync::atomic::AtomicUsize::new(0);
         Server::with_handler(move |_| {
             let index = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let response = &responses[index.min(responses.len() - 1)];
-            Response {
-                status: response.status,
-                headers: response.headers.clone(),
-                body: response.body.clone(),
-                fault: response.fault,
-            }
+            responses[index.min(responses.len() - 1)].clone()
         })
     }
 
@@ -178,6 +176,24 @@ pub fn serve<S: std::io::Read + Write>(
                 return response.fault;
             }
             Fault::Close => return Fault::Close,
+            Fault::Endless => {
+                let head = head.replacen(
+                    &format!("content-length: {}\r\n", body.len()),
+                    "content-length: 1073741824\r\n",
+                    1,
+                );
+                let padding = [b'x'; 64 * 1024];
+                let _ = stream
+                    .write_all(head.as_bytes())
+                    .and_then(|_| stream.write_all(body))
+                    .and_then(|_| -> std::io::Result<()> {
+                        loop {
+                            stream.write_all(&padding)?;
+                            thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    });
+                return Fault::Endless;
+            }
         };
         if sent.and_then(|_| stream.flush()).is_err() || close {
             break;

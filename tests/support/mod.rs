@@ -455,6 +455,7 @@ pub fn wait_a_moment() {
 
 pub mod azure;
 pub mod deploy;
+pub mod faults;
 pub mod gcp;
 pub mod http;
 pub mod oauth2;
