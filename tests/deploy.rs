@@ -35,13 +35,17 @@ const AWS_POD_IDENTITY: &str = "kubernetes-manifests/overlays/aws-pod-identity";
 const AZURE_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/azure-workload-identity";
 const GCP_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/gcp-workload-identity";
 const GCP_FEDERATION: &str = "kubernetes-manifests/overlays/gcp-federation";
+const GKE_TO_AWS: &str = "kubernetes-manifests/overlays/gke-to-aws";
+const EXTERNAL_IDP_TOKEN: &str = "kubernetes-manifests/overlays/external-idp-token";
 /// Every overlay, each run by one test below.
-const OVERLAYS: [&str; 5] = [
+const OVERLAYS: [&str; 7] = [
     AWS_IRSA,
     AWS_POD_IDENTITY,
     AZURE_WORKLOAD_IDENTITY,
     GCP_WORKLOAD_IDENTITY,
     GCP_FEDERATION,
+    GKE_TO_AWS,
+    EXTERNAL_IDP_TOKEN,
 ];
 const TASK_DEFINITIONS: [&str; 2] = ["ecs-task-def/ec2.json", "ecs-task-def/fargate.json"];
 const COMPOSE: &str = "docker-compose.yml";
@@ -317,6 +321,9 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             .into_iter()
             .flatten()
             .filter(|c| image_parts(str_at(c, "/image")).0 == "secret-sidecar")
+            // A native sidecar (restartPolicy: Always) runs `token` beside the app; the
+            // overlay's own test runs it.
+            .filter(|c| c["restartPolicy"] != "Always")
             .collect();
         assert_eq!(
             sidecars.len(),
@@ -534,6 +541,9 @@ mod azure;
 #[cfg(feature = "gcp")]
 #[path = "deploy/gcp.rs"]
 mod gcp;
+#[cfg(feature = "gcp")]
+#[path = "deploy/identity.rs"]
+mod identity;
 
 // ---------------------------------------------------------------------------------------
 // ECS

@@ -588,19 +588,21 @@ pub fn read_as_app(reader: &Reader, volume: &Path, path: &str) -> Result<Vec<u8>
     }
 }
 
-/// The names of `SECRET_SIDECAR_*` variables the binary documents in `--help`.
+/// The names of `SECRET_SIDECAR_*` variables the binary documents in `--help` and
+/// `token --help`.
 pub fn documented_env_vars() -> Vec<String> {
-    let output = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"))
-        .arg("--help")
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&output.stdout).into_owned();
-    help.split("env: ")
-        .skip(1)
-        .map(|rest| {
+    let mut names = Vec::new();
+    for args in [&["--help"][..], &["token", "--help"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"))
+            .args(args)
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&output.stdout).into_owned();
+        names.extend(help.split("env: ").skip(1).map(|rest| {
             rest.chars()
-                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
-                .collect()
-        })
-        .collect()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        }));
+    }
+    names
 }
