@@ -8,7 +8,6 @@
 
 use anyhow::{Context as _, Result, anyhow};
 use base64::Engine as _;
-use futures_util::StreamExt as _;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -145,13 +144,14 @@ fn encode(text: &str) -> String {
 
 /// The body, refused past [`MAX_RESPONSE_BYTES`] so a broken endpoint cannot make the
 /// process buffer without end. Kept in zeroizing memory: it holds the token.
-async fn read_capped(response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>> {
+async fn read_capped(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u8>>> {
     let mut body = Zeroizing::new(Vec::new());
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|err| anyhow!(error_chain(&err)))
-            .context(Class::Transient)?;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| anyhow!(error_chain(&err)))
+        .context(Class::Transient)?
+    {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(anyhow!(ResponseTooLarge)).context(Class::Auth);
         }
