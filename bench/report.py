@@ -11,6 +11,7 @@ tools = [
     ("secret-sidecar", "secret-sidecar (this project)"),
     ("curl-batch", "one curl process, BatchGetSecretValue, 20 ids per call (floor)"),
     ("curl", "one curl process, one kept-alive connection, GetSecretValue (floor)"),
+    ("teller", "teller (Rust, one GetSecretValue per secret, sequential)"),
     ("boto3", "Python boto3 script, one process"),
     ("awscli", "aws CLI, one call per secret"),
 ]
@@ -22,6 +23,13 @@ def wall(tool, k):
         return None
     times = json.loads(path.read_text())["results"][0]["times"]
     return statistics.median(times)
+
+
+def wall_min(tool, k):
+    path = results / f"{tool}-{k}.json"
+    if not path.exists():
+        return None
+    return min(json.loads(path.read_text())["results"][0]["times"])
 
 
 def cpu(tool, k):
@@ -59,15 +67,34 @@ for tool, label in tools:
     walls = [wall(tool, k) for k in counts]
     cpus = [cpu(tool, k) for k in counts]
     rss = peak_rss(tool, counts[-1])
+    if not any(walls):
+        continue  # not run (teller is optional)
     rows[tool] = (walls, cpus, rss)
     rss_text = f"{rss / 1024:.1f} MiB" if rss else "–"
     print(f"| {label} | " + " | ".join(fmt_time(w) for w in walls) + " | "
           + " | ".join(fmt_time(c) for c in cpus) + f" | {rss_text} |")
 
 print()
+print("Fastest run (wall), and the median's distance from it: on a quiet machine the two")
+print("are close; a large gap means other work disturbed the run.")
+print()
+print("| tool | " + " | ".join(f"K={k} min wall (median ÷ min)" for k in counts) + " |")
+print("|---" * (len(counts) + 1) + "|")
+for tool, label in tools:
+    if tool not in rows:
+        continue
+    cells = []
+    for k, median in zip(counts, rows[tool][0]):
+        fastest = wall_min(tool, k)
+        cells.append(f"{fmt_time(fastest)} ({median / fastest:.2f}×)" if fastest and median else "–")
+    print(f"| {label} | " + " | ".join(cells) + " |")
+
+print()
 print("Ratios (secret-sidecar ÷ other, same run):")
 ours_wall, ours_cpu, ours_rss = rows["secret-sidecar"]
 for tool, label in tools[1:]:
+    if tool not in rows:
+        continue
     walls, cpus, _ = rows[tool]
     parts = []
     for k, a, b, c, d in zip(counts, ours_wall, walls, ours_cpu, cpus):

@@ -3,6 +3,8 @@
 # this machine, against LocalStack on loopback:
 #   - the aws CLI, one call per secret (shell-script init containers)
 #   - a boto3 script, one process
+#   - teller (Rust, one GetSecretValue per secret, one after another), when a teller
+#     binary is on PATH or named by TELLER=path; skipped with a message otherwise
 #   - one curl process with one kept-alive connection (a raw floor), GetSecretValue
 #   - one curl process, BatchGetSecretValue with 20 ids per call (the batch floor)
 # Wall time with hyperfine, CPU time and peak RSS with /usr/bin/time -v, for K = 1, 10
@@ -10,6 +12,11 @@
 #
 #   bench/run.sh                 all tools, K = 1 10 50
 #   BENCH_COUNTS="1 10" bench/run.sh
+#   TELLER=~/.cargo/bin/teller bench/run.sh
+#   SECRET_SIDECAR_BIN=path bench/run.sh   time that binary instead of building one
+#
+# teller is not installed by this script: it builds from crates.io in about 17 minutes
+# (apt-get install protobuf-compiler; cargo install --locked teller).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,14 +38,29 @@ if [ ! -x "$venv/bin/aws" ]; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check awscli boto3
 fi
 
+teller="${TELLER:-$(command -v teller || true)}"
+if [ -n "$teller" ] && [ -x "$teller" ]; then
+    teller="$(realpath "$teller")"
+    echo "== teller: $teller ($("$teller" --version 2>/dev/null || echo 'version unknown'))"
+else
+    echo "== teller: not found on PATH and TELLER is not set to an executable; its row is skipped"
+    echo "   (apt-get install protobuf-compiler; cargo install --locked teller; then TELLER=path)"
+    teller=""
+fi
+
 started=no
 cleanup() { if [ "$started" = yes ]; then scripts/localstack.sh stop; fi; }
 trap cleanup EXIT
 if ! scripts/localstack.sh status; then scripts/localstack.sh start; started=yes; fi
 
-echo "== building secret-sidecar (release)"
-cargo build --release --locked --quiet
-bin="$(realpath "${CARGO_TARGET_DIR:-target}")/release/secret-sidecar"
+if [ -n "${SECRET_SIDECAR_BIN:-}" ]; then
+    bin="$(realpath "$SECRET_SIDECAR_BIN")"
+    echo "== secret-sidecar: $bin (SECRET_SIDECAR_BIN, not rebuilt)"
+else
+    echo "== building secret-sidecar (release)"
+    cargo build --release --locked --quiet
+    bin="$(realpath "${CARGO_TARGET_DIR:-target}")/release/secret-sidecar"
+fi
 
 echo "== seeding K = $counts"
 "$venv/bin/python" bench/seed.py "$endpoint" $counts
@@ -84,19 +106,47 @@ for k in $counts; do
     curl_config curl GetSecretValue "${bodies[@]}" >"$results/curl-$k.args"
     curl_config batch BatchGetSecretValue "${batches[@]}" >"$results/curl-batch-$k.args"
     printf '%s\n' "${ids[@]}" >"$results/ids-$k"
+    # teller 2.x reads one secret per map and takes its value as a JSON object; each
+    # seeded secret holds {"username", "password"}, mapped to S<i>_USERNAME and
+    # S<i>_PASSWORD so that all K secrets land in the export under distinct names.
+    # Endpoint, region and credentials come from the same environment as the others.
+    {
+        echo "providers:"
+        echo "  aws:"
+        echo "    kind: aws_secretsmanager"
+        echo "    maps:"
+        for ((i = 0; i < k; i++)); do
+            printf '      - id: s%d\n        path: bench/%d/%d\n        keys:\n' "$i" "$k" "$i"
+            printf '          username: S%d_USERNAME\n          password: S%d_PASSWORD\n' "$i" "$i"
+        done
+    } >"$results/teller-$k.yml"
 
     declare -A commands=(
         [secret-sidecar]="$bin --output-dir $out --log-format json ${sidecar[*]}"
         [curl]="curl -K $results/curl-$k.args"
+        [teller]="$teller -c $results/teller-$k.yml export json"
         [curl-batch]="curl -K $results/curl-batch-$k.args"
         [boto3]="$venv/bin/python bench/boto3_fetch.py $out ${ids[*]}"
         [awscli]="sh -c 'i=0; while read -r id; do $venv/bin/aws secretsmanager get-secret-value --secret-id \$id --query SecretString --output text > $out/cli-\$i; i=\$((i+1)); done < $results/ids-$k'"
     )
-    for tool in secret-sidecar curl-batch curl boto3 awscli; do
-        runs=20
+    tools=(secret-sidecar curl-batch curl boto3 awscli)
+    if [ -n "$teller" ]; then
+        # Check once, before timing, that teller really read every secret from LocalStack.
+        sh -c "${commands[teller]}" >"$out/teller.json" 2>"$results/teller-$k.check.err" || {
+            echo "teller failed at K=$k; see $results/teller-$k.check.err" >&2; exit 1; }
+        got="$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sum(1 for key, value in d.items() if key.endswith("_PASSWORD") and value.startswith("bench-password-")))' "$out/teller.json")"
+        if [ "$got" != "$k" ]; then
+            echo "teller exported $got of $k secrets at K=$k" >&2; exit 1
+        fi
+        tools=(secret-sidecar curl-batch curl teller boto3 awscli)
+    fi
+    for tool in "${tools[@]}"; do
+        runs=40
         case "$tool" in awscli) runs=$(( k >= 50 ? 2 : (k >= 10 ? 3 : 5) )) ;; boto3) runs=5 ;; esac
         echo "== K=$k $tool ($runs runs)"
-        hyperfine --style none --warmup 1 --runs "$runs" --export-json "$results/$tool-$k.json" \
+        # --shell=none: through a shell, hyperfine would subtract an estimate of the
+        # shell's start-up, itself noisy at these times (the aws CLI loop is its own sh).
+        hyperfine --style none --shell=none --warmup 1 --runs "$runs" --export-json "$results/$tool-$k.json" \
             "${commands[$tool]}" >/dev/null 2>"$results/$tool-$k.hyperfine.err" || {
             echo "   failed; see $results/$tool-$k.hyperfine.err"; continue; }
         for n in 1 2 3; do
