@@ -51,7 +51,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-pub(crate) async fn stop_signal() -> &'static str {
+async fn stop_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     match (
         signal(SignalKind::terminate()),

@@ -24,7 +24,6 @@ use crate::identity::{self, Source, WebToken};
 use crate::plan::{Owner, parse_mode, parse_owner, validate_file};
 use crate::publish::{OutputDir, OutputFile};
 use crate::retry::Policy;
-use crate::run::stop_signal;
 
 /// The share of a token's lifetime after which it is replaced.
 const REFRESH_AT: f64 = 0.8;
@@ -111,9 +110,10 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
     let output = OutputDir::open(&plan.dir, plan.allow_non_tmpfs)?;
     check_own_directory(&plan.dir, &plan.name).context(Class::Output)?;
 
+    let mut stop = Stop::listen();
     let first = tokio::select! {
         first = first_token(&plan) => first?,
-        signal = stop_signal() => {
+        signal = stop.recv() => {
             return Err(anyhow!("stopped by {signal} before the first token was published"))
                 .context(Class::Interrupted);
         }
@@ -129,14 +129,14 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            signal = stop_signal() => {
+            signal = stop.recv() => {
                 info!("stopped by {signal}; the last token stays in place");
                 return Ok(());
             }
         }
         let attempt = tokio::select! {
             attempt = tokio::time::timeout(plan.settings.attempt_timeout, plan.source.obtain(&plan.settings)) => attempt,
-            signal = stop_signal() => {
+            signal = stop.recv() => {
                 info!("stopped by {signal}; the last token stays in place");
                 return Ok(());
             }
@@ -162,6 +162,34 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
                     "refreshing the token failed; keeping the last good one: {err:#}"
                 );
             }
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, listened for once for the whole run, so a signal that arrives
+/// while a token is being published is still there for the next wait.
+struct Stop {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    fn listen() -> Stop {
+        use tokio::signal::unix::{SignalKind, signal};
+        Stop {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        match (&mut self.term, &mut self.int) {
+            (Some(term), Some(int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            // Without handlers the default action (terminate) still applies.
+            _ => std::future::pending().await,
         }
     }
 }
