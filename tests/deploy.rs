@@ -310,6 +310,21 @@ impl K8sWorkload {
     }
 }
 
+/// A container's environment, every value a literal (a `valueFrom` could not be run here).
+fn container_env(container: &Value, what: &str) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let value = e["value"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{what}: env {e} has no literal value"));
+            (str_at(e, "/name").to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
 /// Every workload of a rendered overlay, read as the kubelet would run it.
 fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
     let objects = kustomize(overlay);
@@ -335,17 +350,7 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             container.get("command").is_none(),
             "{what}: `command` would replace the image's entrypoint; use `args`"
         );
-        let env = container["env"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                let value = e["value"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{what}: env {e} has no literal value"));
-                (str_at(e, "/name").to_owned(), value.to_owned())
-            })
-            .collect();
+        let env = container_env(container, &what);
         let sidecar = Invocation {
             what: what.clone(),
             args: strings(container.get("args")),

@@ -16,12 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use base64::Engine as _;
 use support::gcp::Metadata;
 use support::oauth2::{Client, IdP};
 use support::sts::{SECRET_ACCESS_KEY, SESSION_TOKEN, Sts};
-use support::{REGION, SENTINEL, Scratch, Sidecar, endpoint, unique};
+use support::{SENTINEL, Scratch, Sidecar, unique};
 
 const AUDIENCE: &str = "sts.amazonaws.com";
 const GKE_SA: &str = "app@my-project.iam.gserviceaccount.com";
@@ -39,32 +38,7 @@ fn account() -> String {
 
 /// Creates `name` = `value` in `account`'s Secrets Manager in LocalStack.
 fn seed(account: &str, name: &str, value: &str) {
-    let _ = support::Seeder::new(); // a clear message when LocalStack is not running
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(endpoint())
-        .credentials_provider(Credentials::new(
-            account,
-            "test",
-            None,
-            None,
-            "identity-test",
-        ))
-        .build();
-    let client = aws_sdk_secretsmanager::Client::from_conf(config);
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(
-            client
-                .create_secret()
-                .name(name)
-                .secret_string(value)
-                .send(),
-        )
-        .expect("create_secret");
+    support::Seeder::in_account(account).string(name, value);
 }
 
 /// The binary with no AWS credentials of its own: only the exchanged ones can work.

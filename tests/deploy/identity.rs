@@ -23,25 +23,11 @@ use super::support::gcp::Metadata;
 use super::support::oauth2::{Client, IdP};
 use super::support::sts::Sts;
 use super::support::{Run, Scratch, Seeder};
-use super::{EXTERNAL_IDP_TOKEN, GKE_TO_AWS, exercise_with, k8s_ids, k8s_workloads};
+use super::{EXTERNAL_IDP_TOKEN, GKE_TO_AWS, container_env, exercise_with, k8s_ids, k8s_workloads};
 
 /// The account STS's keys belong to: the secrets are seeded there and nowhere else.
 const GKE_ACCOUNT: &str = "444455556666";
 const IDP_ACCOUNT: &str = "777788889999";
-
-fn env_of(container: &Value, what: &str) -> Vec<(String, String)> {
-    container["env"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            let value = e["value"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{what}: env {e} has no literal value"));
-            (str_at(e, "/name").to_owned(), value.to_owned())
-        })
-        .collect()
-}
 
 fn var<'e>(env: &'e [(String, String)], name: &str, what: &str) -> &'e str {
     env.iter()
@@ -190,7 +176,7 @@ fn token_sidecar_runs_as_written(
         .find_map(|a| a.strip_prefix("--out="))
         .unwrap_or_else(|| panic!("{what}: --out=FILE"))
         .to_owned();
-    let env = env_of(native, &what);
+    let env = container_env(native, &what);
     let documented = documented_env_vars();
     for (name, _) in &env {
         if name.starts_with("SECRET_SIDECAR_") {
@@ -270,12 +256,12 @@ fn token_sidecar_runs_as_written(
         .into_iter()
         .flatten()
         .find(|c| {
-            env_of(c, &what)
+            container_env(c, &what)
                 .iter()
                 .any(|(n, _)| n == "AWS_WEB_IDENTITY_TOKEN_FILE")
         })
         .unwrap_or_else(|| panic!("{what}: no container reads the token"));
-    let app_env = env_of(app, &what);
+    let app_env = container_env(app, &what);
     let token_path = var(&app_env, "AWS_WEB_IDENTITY_TOKEN_FILE", &what);
     assert_eq!(token_path, out, "{what}: the app reads another file");
     var(&app_env, "AWS_ROLE_ARN", &what);

@@ -334,6 +334,7 @@ impl Drop for Scratch {
 pub struct Seeder {
     runtime: tokio::runtime::Runtime,
     clients: BTreeMap<String, Client>,
+    credentials: Credentials,
 }
 
 impl Seeder {
@@ -353,6 +354,16 @@ impl Seeder {
         Seeder {
             runtime,
             clients: BTreeMap::new(),
+            credentials: Credentials::for_tests(),
+        }
+    }
+
+    /// Seeds into `account` alone: LocalStack takes a 12-digit access key id as the
+    /// account, so only credentials with that key id see these secrets.
+    pub fn in_account(account: &str) -> Seeder {
+        Seeder {
+            credentials: Credentials::new(account, "test", None, None, "seeder"),
+            ..Seeder::new()
         }
     }
 
@@ -365,7 +376,7 @@ impl Seeder {
                     .behavior_version(BehaviorVersion::latest())
                     .region(Region::new(region.to_owned()))
                     .endpoint_url(endpoint)
-                    .credentials_provider(Credentials::for_tests())
+                    .credentials_provider(self.credentials.clone())
                     .build();
                 Client::from_conf(config)
             })
