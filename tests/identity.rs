@@ -250,6 +250,32 @@ fn identity_provider_refusals_and_outages_are_told_apart() {
     }
     out.expect_empty();
 
+    // A server that echoes the secret in its error: the log never carries it.
+    let mut echoed = support::http::Response::json(
+        400,
+        format!(
+            r#"{{"error":"invalid_request","error_description":"client_secret {CLIENT_SECRET} is malformed"}}"#
+        ),
+    );
+    echoed.headers = vec![("content-type", "application/json".to_owned())];
+    let echo = support::http::Server::start(vec![echoed]);
+    let run = sidecar(&sts, &account)
+        .args(["--aws-token-source", "oauth2-client-credentials"])
+        .args(["--oauth2-token-url", &format!("{}/token", echo.url)])
+        .args([
+            "--oauth2-client-id",
+            CLIENT_ID,
+            "--oauth2-client-secret-file",
+        ])
+        .arg(secret_file(&files, CLIENT_SECRET))
+        .args(["--secret", &format!("aws://{name}")])
+        .arg("--output-dir")
+        .arg(&out.path)
+        .run();
+    run.expect_code(3)
+        .expect_stderr("invalid_request (client_secret <redacted> is malformed)")
+        .expect_no_leak(CLIENT_SECRET.as_bytes());
+
     // No secret file at all: the identity cannot be proven, exit 3.
     let run = sidecar(&sts, &account)
         .args(["--aws-token-source", "oauth2-client-credentials"])

@@ -89,11 +89,9 @@ impl OAuth2Client {
             .await
             .with_context(|| format!("reading the answer of {}", self.token_url))?;
         if status != 200 {
-            let mut err = anyhow!(
-                "{} answered HTTP {status}{}",
-                self.token_url,
-                describe_error(&body)
-            );
+            // A server that echoes the request must not make the log carry the secret.
+            let detail = describe_error(&body).replace(secret.as_str(), "<redacted>");
+            let mut err = anyhow!("{} answered HTTP {status}{detail}", self.token_url);
             if let Some(wait) = retry_after {
                 err = err.context(wait);
             }
