@@ -44,25 +44,40 @@ struct Output<'p> {
 /// signal lands either before it (nothing new is published) or after it (the whole set
 /// is); the run never stops half-way through a publish.
 pub async fn run(cli: &Cli) -> Result<()> {
+    let mut stop = Stop::listen();
     tokio::select! {
         result = run_once(cli) => result,
-        signal = stop_signal() => Err(anyhow!("stopped by {signal} before publishing; nothing new was published"))
+        signal = stop.recv() => Err(anyhow!("stopped by {signal} before publishing; nothing new was published"))
             .context(Class::Interrupted),
     }
 }
 
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        // Without handlers the default action (terminate) still applies.
-        _ => std::future::pending().await,
+/// SIGTERM and SIGINT. Listened for from `listen` on, so a process that waits more than
+/// once (`token` mode) does not lose a signal that arrives between two waits.
+pub(crate) struct Stop {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    pub(crate) fn listen() -> Stop {
+        use tokio::signal::unix::{SignalKind, signal};
+        Stop {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next signal's name.
+    pub(crate) async fn recv(&mut self) -> &'static str {
+        match (&mut self.term, &mut self.int) {
+            (Some(term), Some(int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            // Without handlers the default action (terminate) still applies.
+            _ => std::future::pending().await,
+        }
     }
 }
 

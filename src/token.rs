@@ -24,6 +24,7 @@ use crate::identity::{self, Source, WebToken};
 use crate::plan::{Owner, parse_mode, parse_owner, validate_file};
 use crate::publish::{OutputDir, OutputFile};
 use crate::retry::Policy;
+use crate::run::Stop;
 
 /// The share of a token's lifetime after which it is replaced.
 const REFRESH_AT: f64 = 0.8;
@@ -162,34 +163,6 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
                     "refreshing the token failed; keeping the last good one: {err:#}"
                 );
             }
-        }
-    }
-}
-
-/// SIGTERM and SIGINT, listened for once for the whole run, so a signal that arrives
-/// while a token is being published is still there for the next wait.
-struct Stop {
-    term: Option<tokio::signal::unix::Signal>,
-    int: Option<tokio::signal::unix::Signal>,
-}
-
-impl Stop {
-    fn listen() -> Stop {
-        use tokio::signal::unix::{SignalKind, signal};
-        Stop {
-            term: signal(SignalKind::terminate()).ok(),
-            int: signal(SignalKind::interrupt()).ok(),
-        }
-    }
-
-    async fn recv(&mut self) -> &'static str {
-        match (&mut self.term, &mut self.int) {
-            (Some(term), Some(int)) => tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            },
-            // Without handlers the default action (terminate) still applies.
-            _ => std::future::pending().await,
         }
     }
 }
