@@ -215,15 +215,9 @@ fn check_token_url(text: &str) -> Result<()> {
     let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
         bail!("--oauth2-token-url '{text}' has no host");
     };
-    let loopback = host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
         "https" => Ok(()),
-        "http" if loopback => Ok(()),
+        "http" if crate::providers::is_loopback_host(host) => Ok(()),
         "http" => bail!(
             "--oauth2-token-url '{text}' is plain http to a non-loopback host; the client \
              secret would cross the network unencrypted (use https)"

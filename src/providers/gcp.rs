@@ -40,7 +40,7 @@ use google_cloud_secretmanager_v1::client::SecretManagerService;
 
 use super::{
     Fetched, MAX_RESPONSE_BYTES, Provider, ResponseTooLarge, Settings, USER_AGENT,
-    certificate_error, certificate_refused, error_chain,
+    certificate_error, certificate_refused, error_chain, is_loopback_host,
 };
 use crate::exit::Class;
 use crate::reference::Params;
@@ -352,12 +352,7 @@ fn check_endpoint(endpoint: &str) -> Result<String> {
             Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
             _ => host,
         };
-        host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        is_loopback_host(host)
     };
     match endpoint.split_once("://") {
         Some(("https", rest)) if !rest.is_empty() => Ok(endpoint.to_owned()),

@@ -111,6 +111,17 @@ pub fn certificate_error(cause: String) -> anyhow::Error {
         .context(Class::Auth)
 }
 
+/// Whether a URL's host (`localhost`, `127.0.0.1`, `[::1]`) is this machine, the one
+/// place plain http may carry a token or a secret.
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `secret-sidecar/<version>`, for every provider's User-Agent.
 pub const USER_AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
