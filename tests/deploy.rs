@@ -259,13 +259,7 @@ impl K8sWorkload {
         );
         let inside = path[str_at(mount, "/mountPath").trim_end_matches('/').len() + 1..].to_owned();
         let name = str_at(mount, "/name");
-        let volume = self.template["spec"]["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|v| v["name"].as_str() == Some(name))
-            .unwrap_or_else(|| panic!("{}: no volume {name}", self.what));
-        (volume, inside)
+        (pod_volume(&self.template["spec"], name, &self.what), inside)
     }
 
     /// Whether a container other than the sidecar mounts the volume `name`.
@@ -308,6 +302,16 @@ impl K8sWorkload {
                 to_ok && port_ok
             })
     }
+}
+
+/// The pod's volume `name`.
+fn pod_volume<'p>(pod: &'p Value, name: &str, what: &str) -> &'p Value {
+    pod["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("{what}: no volume {name}"))
 }
 
 /// A container's environment, every value a literal (a `valueFrom` could not be run here).
@@ -366,12 +370,7 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             .find(|m| m["mountPath"].as_str() == Some(output_dir.as_str()))
             .unwrap_or_else(|| panic!("{what}: no volume is mounted at {output_dir}"));
         let volume_name = str_at(mount, "/name");
-        let volume = pod["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|v| v["name"].as_str() == Some(volume_name))
-            .unwrap_or_else(|| panic!("{what}: no volume {volume_name}"));
+        let volume = pod_volume(pod, volume_name, &what);
         assert_eq!(
             volume["emptyDir"]["medium"].as_str(),
             Some("Memory"),

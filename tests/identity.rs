@@ -20,7 +20,7 @@ use base64::Engine as _;
 use support::gcp::Metadata;
 use support::oauth2::{Client, IdP};
 use support::sts::{SECRET_ACCESS_KEY, SESSION_TOKEN, Sts};
-use support::{SENTINEL, Scratch, Sidecar, unique};
+use support::{SENTINEL, Scratch, Sidecar, jwt_subject, unique};
 
 const AUDIENCE: &str = "sts.amazonaws.com";
 const GKE_SA: &str = "app@my-project.iam.gserviceaccount.com";
@@ -84,16 +84,6 @@ fn oauth2_args(idp: &IdP, secret_file: &Path) -> Vec<String> {
     ]
 }
 
-/// The JWT payload's `sub`.
-fn subject(token: &str) -> String {
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    claims["sub"].as_str().unwrap().to_owned()
-}
-
 #[test]
 fn a_gke_pod_reads_an_aws_secret_with_its_google_id_token() {
     let account = account();
@@ -119,7 +109,7 @@ fn a_gke_pod_reads_an_aws_secret_with_its_google_id_token() {
     // STS received exactly one token, the metadata server's ID token for the audience.
     let tokens = sts.tokens();
     assert_eq!(tokens.len(), 1, "{tokens:?}");
-    assert_eq!(subject(&tokens[0]), format!("{GKE_SA}|{AUDIENCE}"));
+    assert_eq!(jwt_subject(&tokens[0]), format!("{GKE_SA}|{AUDIENCE}"));
     let asked: Vec<String> = metadata
         .requests()
         .iter()
@@ -545,7 +535,7 @@ fn token_mode_writes_the_metadata_servers_id_token() {
     );
     wait_until("the ID token", Duration::from_secs(10), || file.exists());
     let token = String::from_utf8(fs::read(&refresher.file).unwrap()).unwrap();
-    assert_eq!(subject(&token), format!("{GKE_SA}|{AUDIENCE}"));
+    assert_eq!(jwt_subject(&token), format!("{GKE_SA}|{AUDIENCE}"));
     assert_eq!(
         fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
         0o400

@@ -22,8 +22,11 @@ use super::support::deploy::{
 use super::support::gcp::Metadata;
 use super::support::oauth2::{Client, IdP};
 use super::support::sts::Sts;
-use super::support::{Run, Scratch, Seeder};
-use super::{EXTERNAL_IDP_TOKEN, GKE_TO_AWS, container_env, exercise_with, k8s_ids, k8s_workloads};
+use super::support::{Run, Scratch, Seeder, jwt_subject};
+use super::{
+    EXTERNAL_IDP_TOKEN, GKE_TO_AWS, container_env, exercise_with, k8s_ids, k8s_workloads,
+    pod_volume,
+};
 
 /// The account STS's keys belong to: the secrets are seeded there and nowhere else.
 const GKE_ACCOUNT: &str = "444455556666";
@@ -34,17 +37,6 @@ fn var<'e>(env: &'e [(String, String)], name: &str, what: &str) -> &'e str {
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
         .unwrap_or_else(|| panic!("{what}: {name} is not set"))
-}
-
-/// The JWT payload's `sub`.
-fn subject(token: &str) -> String {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    let claims: Value = serde_json::from_slice(&bytes).unwrap();
-    claims["sub"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -83,7 +75,10 @@ fn kubernetes_gke_to_aws_overlay_runs_as_written() {
         // the manifest's role.
         let tokens = sts.tokens();
         assert_eq!(tokens.len(), 1, "{what}");
-        assert_eq!(subject(&tokens[0]), format!("{google_account}|{audience}"));
+        assert_eq!(
+            jwt_subject(&tokens[0]),
+            format!("{google_account}|{audience}")
+        );
         let form = super::support::http::form(&sts.server.requests()[0].body);
         assert_eq!(form["RoleArn"], role, "{what}");
         run.expect_no_leak(tokens[0].as_bytes());
@@ -192,12 +187,7 @@ fn token_sidecar_runs_as_written(
         .find(|m| out.starts_with(&format!("{}/", str_at(m, "/mountPath"))))
         .unwrap_or_else(|| panic!("{what}: nothing mounted holds {out}"));
     let volume_name = str_at(mount, "/name");
-    let volume = pod["volumes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| v["name"].as_str() == Some(volume_name))
-        .unwrap();
+    let volume = pod_volume(pod, volume_name, &what);
     assert_eq!(volume["emptyDir"]["medium"], "Memory", "{what}: {volume}");
     let fs_group = pod["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
     let dir = VolumeDir::new(Volume::EmptyDir { fs_group }, "token-volume");
