@@ -17,13 +17,7 @@ use support::{SENTINEL, Scratch, Seeder, Sidecar, fake_jwt, unique};
 /// is LocalStack.
 fn irsa(out: &Scratch, sts: &Sts, token_file: &Path) -> Sidecar {
     Sidecar::new()
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("AWS_ENDPOINT_URL_STS", sts.url())
-        .env(
-            "AWS_ROLE_ARN",
-            "arn:aws:iam::000000000000:role/secret-reader",
-        )
+        .assuming_role(sts.url(), "arn:aws:iam::000000000000:role/secret-reader")
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", token_file)
         .arg("--output-dir")
         .arg(&out.path)

@@ -375,12 +375,9 @@ fn aws_sts_with_a_refused_certificate_is_exit_3_and_not_retried() {
     std::fs::write(&token, support::fake_jwt("system:serviceaccount:prod:app")).unwrap();
     let out = Scratch::tmpfs("fault-sts-tls");
     let run = support::Sidecar::new()
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("AWS_ROLE_ARN", "arn:aws:iam::000000000000:role/app")
+        .assuming_role(&sts.url, "arn:aws:iam::000000000000:role/app")
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
         .env("AWS_ENDPOINT_URL", &secrets.url)
-        .env("AWS_ENDPOINT_URL_STS", &sts.url)
         .env("RUST_LOG", "trace")
         .arg("--ca-file")
         .arg(&ca().pem_file)

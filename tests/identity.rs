@@ -44,11 +44,8 @@ fn seed(account: &str, name: &str, value: &str) {
 /// The binary with no AWS credentials of its own: only the exchanged ones can work.
 fn sidecar(sts: &Sts, account: &str) -> Sidecar {
     Sidecar::new()
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("AWS_ENDPOINT_URL_STS", sts.url())
-        .env(
-            "AWS_ROLE_ARN",
+        .assuming_role(
+            sts.url(),
             format!("arn:aws:iam::{account}:role/secret-sidecar"),
         )
         .env("AWS_ROLE_SESSION_NAME", "identity-test")

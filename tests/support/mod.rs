@@ -101,6 +101,15 @@ impl Sidecar {
         self
     }
 
+    /// Web identity only: no static keys, STS at `sts_url` (a fake), the role `role`. What
+    /// token the exchange uses is the test's part.
+    pub fn assuming_role(self, sts_url: &str, role: impl AsRef<OsStr>) -> Sidecar {
+        self.env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env("AWS_ENDPOINT_URL_STS", sts_url)
+            .env("AWS_ROLE_ARN", role)
+    }
+
     pub fn run(self) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"));
         command.args(&self.args);
