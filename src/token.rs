@@ -91,13 +91,8 @@ fn split_out(path: &Path) -> Result<(PathBuf, String)> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| anyhow!("--out {} does not end in a file name", path.display()))?;
+    // One safe component; `..`-prefixed names are the publisher's own.
     validate_file(name).with_context(|| format!("--out {}", path.display()))?;
-    if name.starts_with("..") {
-        bail!(
-            "--out {}: names starting with '..' are the publisher's own",
-            path.display()
-        );
-    }
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
@@ -128,15 +123,11 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
             0 => refresh_delay(expires),
             n => retry_delay(n),
         };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            signal = stop.recv() => {
-                info!("stopped by {signal}; the last token stays in place");
-                return Ok(());
-            }
-        }
         let attempt = tokio::select! {
-            attempt = tokio::time::timeout(plan.settings.attempt_timeout, plan.source.obtain(&plan.settings)) => attempt,
+            attempt = async {
+                tokio::time::sleep(wait).await;
+                tokio::time::timeout(plan.settings.attempt_timeout, plan.source.obtain(&plan.settings)).await
+            } => attempt,
             signal = stop.recv() => {
                 info!("stopped by {signal}; the last token stays in place");
                 return Ok(());
@@ -145,11 +136,9 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
         let result = attempt
             .map_err(|_| anyhow!("no answer within {:?}", plan.settings.attempt_timeout))
             .and_then(|token| token)
-            .and_then(|token| {
-                publish(&plan, &output, &token).map(|expires| (expires, token.value.len()))
-            });
+            .and_then(|token| publish(&plan, &output, &token));
         match result {
-            Ok((next, _)) => {
+            Ok(next) => {
                 expires = next;
                 failures = 0;
             }
