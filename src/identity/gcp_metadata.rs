@@ -13,10 +13,8 @@ use google_cloud_gax::retry_policy::NeverRetry;
 
 use super::WebToken;
 use crate::exit::Class;
-use crate::providers::gcp::{credentials_error, metadata_host_resolves};
+use crate::providers::gcp::{METADATA_HOST, credentials_error, metadata_host_resolves};
 use crate::secret::SecretValue;
-
-const METADATA_HOST: &str = "metadata.google.internal";
 
 pub(super) async fn id_token(audience: &str, attempt_timeout: Duration) -> Result<WebToken> {
     let overridden = std::env::var("GCE_METADATA_HOST").is_ok_and(|h| !h.is_empty());

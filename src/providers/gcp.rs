@@ -50,6 +50,9 @@ use crate::secret::SecretValue;
 mod identity;
 
 use identity::Source;
+// For the gcp-metadata token source of `--aws-token-source`.
+#[cfg(feature = "aws")]
+pub(crate) use identity::METADATA_HOST;
 pub(crate) use identity::metadata_host_resolves;
 
 const GLOBAL_ENDPOINT: &str = "https://secretmanager.googleapis.com";

@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::exit::Class;
 
-const METADATA_HOST: &str = "metadata.google.internal";
+pub(crate) const METADATA_HOST: &str = "metadata.google.internal";
 
 /// Where Application Default Credentials will come from, read the way google-cloud-auth
 /// reads it (AIP-4110), for the log line and error messages. Only names and addresses
