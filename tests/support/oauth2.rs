@@ -149,13 +149,19 @@ fn jwt(subject: &str, lifetime: u64) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    // `exp` is whole seconds: rounded up, a token lasts at least `lifetime`, as
+    // `expires_in` promises (rounded down it could lapse up to a second early).
+    let exp = match lifetime {
+        0 => now,
+        _ => now + lifetime + 1,
+    };
     let part = |json: String| URL_SAFE_NO_PAD.encode(json);
     format!(
         "{}.{}.{}",
         part(r#"{"alg":"RS256","typ":"JWT","kid":"idp-test"}"#.to_owned()),
         part(format!(
             r#"{{"iss":"https://idp.example.test","sub":"{subject}","aud":"api://secret-sidecar-aws","iat":{now},"exp":{},"jti":"{}-{}"}}"#,
-            now + lifetime,
+            exp,
             std::process::id(),
             SERIAL.fetch_add(1, Ordering::SeqCst)
         )),
