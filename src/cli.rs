@@ -1,15 +1,26 @@
 //! The command line, mirrored one to one by `SECRET_SIDECAR_*` environment variables.
 //!
 //! This struct only describes what the user typed; [`crate::plan::Plan`] turns it into
-//! something checked and typed.
+//! something checked and typed. Options that belong to one part of the program are that
+//! part's own clap `Args` struct, flattened in here and handed to it whole: each provider's
+//! (`AwsArgs`, `AzureArgs`, `GcpArgs`) and the AWS identity's (`AwsTokenArgs`).
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
 use crate::exit::HELP_TABLE;
+#[cfg(feature = "aws")]
+use crate::identity::web_token::{AwsTokenArgs, TokenSourceKind};
+use crate::logging::LogFormat;
+#[cfg(feature = "aws")]
+use crate::providers::aws::AwsArgs;
+#[cfg(feature = "azure")]
+use crate::providers::azure::AzureArgs;
+#[cfg(feature = "gcp")]
+use crate::providers::gcp::GcpArgs;
 
 /// Fetch secrets with the workload's own identity, publish them atomically as files in an
 /// in-memory directory, and exit.
@@ -88,9 +99,10 @@ pub struct Cli {
     #[arg(long, env = "SECRET_SIDECAR_ALLOW_NON_TMPFS")]
     pub allow_non_tmpfs: bool,
 
-    /// A PEM file of CA certificates to trust in addition to the system's, for every
-    /// provider: private endpoints, TLS-inspecting proxies, tests. SSL_CERT_FILE, when set,
-    /// replaces the system's roots as usual.
+    /// A PEM file of CA certificates to trust in addition to the system's, for AWS, Azure
+    /// and the token sources: private endpoints, TLS-inspecting proxies, tests.
+    /// SSL_CERT_FILE, when set, replaces the system's roots as usual. The Google clients
+    /// take no extra roots: for gcp:// point SSL_CERT_FILE at a bundle that holds this CA.
     ///
     /// Example: --ca-file /etc/ssl/certs/corporate-ca.pem
     #[arg(
@@ -101,30 +113,13 @@ pub struct Cli {
     )]
     pub ca_file: Option<PathBuf>,
 
-    /// AWS only: read up to 20 secrets per call with BatchGetSecretValue. auto batches
-    /// when a region has two or more current-version secrets and falls back to one
-    /// GetSecretValue per secret if the batch call is denied or throttled; always batches
-    /// even one secret and fails if the batch call fails; never uses GetSecretValue only.
-    /// Batching needs secretsmanager:BatchGetSecretValue as well as GetSecretValue.
-    ///
-    /// Example: --aws-batch never
-    #[arg(
-        long,
-        value_enum,
-        value_name = "MODE",
-        env = "SECRET_SIDECAR_AWS_BATCH",
-        default_value = "auto"
-    )]
-    pub aws_batch: AwsBatch,
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    pub aws: AwsArgs,
 
-    /// Google only: send every Secret Manager request to this endpoint instead of
-    /// https://secretmanager.googleapis.com (or the regional endpoint of a ?location=
-    /// secret), e.g. a Private Service Connect endpoint. https, or http to a loopback
-    /// address.
-    ///
-    /// Example: --gcp-endpoint https://secretmanager-myendpoint.p.googleapis.com
-    #[arg(long, value_name = "URL", env = "SECRET_SIDECAR_GCP_ENDPOINT")]
-    pub gcp_endpoint: Option<String>,
+    #[cfg(feature = "gcp")]
+    #[command(flatten)]
+    pub gcp: GcpArgs,
 
     /// Deadline for fetching every secret, including retries: 60, 60s, 1500ms or 2m.
     ///
@@ -163,45 +158,18 @@ pub struct Cli {
     )]
     pub log_format: LogFormat,
 
-    /// AWS only: where the web-identity token for AWS_ROLE_ARN comes from. file is the
-    /// SDK's default chain (IRSA's AWS_WEB_IDENTITY_TOKEN_FILE, static keys, EKS Pod
-    /// Identity, ECS, ...). gcp-metadata asks the Google metadata server for an ID token
-    /// (a GKE or GCE workload reaching AWS; needs --aws-token-audience);
-    /// oauth2-client-credentials asks an OAuth2 server (Entra ID, Okta, Keycloak, ...) for
-    /// an access token (needs the --oauth2-* options). Either token is exchanged once with
-    /// STS AssumeRoleWithWebIdentity (session name: AWS_ROLE_SESSION_NAME) and never
-    /// written to disk.
-    ///
-    /// Example: --aws-token-source gcp-metadata --aws-token-audience sts.amazonaws.com
-    #[arg(
-        long,
-        value_enum,
-        value_name = "SOURCE",
-        env = "SECRET_SIDECAR_AWS_TOKEN_SOURCE",
-        default_value = "file"
-    )]
-    pub aws_token_source: AwsTokenSource,
-
-    /// AWS with --aws-token-source gcp-metadata: the audience of the Google ID token, as
-    /// the IAM role's trust policy expects it (accounts.google.com:aud).
-    ///
-    /// Example: --aws-token-audience sts.amazonaws.com
-    #[arg(
-        long,
-        value_name = "AUDIENCE",
-        env = "SECRET_SIDECAR_AWS_TOKEN_AUDIENCE"
-    )]
-    pub aws_token_audience: Option<String>,
-
+    #[cfg(feature = "aws")]
     #[command(flatten)]
-    pub oauth2: OAuth2Args,
+    pub aws_token: AwsTokenArgs,
 
+    #[cfg(feature = "azure")]
     #[command(flatten)]
     pub azure: AzureArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    #[cfg(feature = "aws")]
     /// Keep a web-identity token fresh in a file, for an application whose own AWS SDK
     /// reads AWS_WEB_IDENTITY_TOKEN_FILE.
     ///
@@ -217,6 +185,7 @@ pub enum Command {
 
 /// The `token` subcommand's options; the --oauth2-*, --ca-file, --timeout and
 /// --log-format options apply too.
+#[cfg(feature = "aws")]
 #[derive(Debug, Clone, clap::Args)]
 pub struct TokenArgs {
     /// Where the token comes from: gcp-metadata (needs --audience) or
@@ -285,178 +254,6 @@ pub struct TokenArgs {
     /// Example: --probe
     #[arg(long = "probe")]
     pub token_probe: bool,
-}
-
-/// The OAuth2 client-credentials options, for --aws-token-source and `token --source`
-/// oauth2-client-credentials.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct OAuth2Args {
-    /// OAuth2: the identity provider's token endpoint (https, or http to loopback).
-    ///
-    /// Example: --oauth2-token-url https://login.microsoftonline.com/TENANT/oauth2/v2.0/token
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "SECRET_SIDECAR_OAUTH2_TOKEN_URL",
-        global = true
-    )]
-    pub oauth2_token_url: Option<String>,
-
-    /// OAuth2: the client (application) ID.
-    ///
-    /// Example: --oauth2-client-id 00000000-0000-0000-0000-000000000000
-    #[arg(
-        long,
-        value_name = "ID",
-        env = "SECRET_SIDECAR_OAUTH2_CLIENT_ID",
-        global = true
-    )]
-    pub oauth2_client_id: Option<String>,
-
-    /// OAuth2: a file holding the client secret (a mounted Secret), read for every request
-    /// so a rotated secret is used at once. There is no option for the secret itself: it
-    /// would show in the process list.
-    ///
-    /// Example: --oauth2-client-secret-file /var/run/secrets/idp/client-secret
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "SECRET_SIDECAR_OAUTH2_CLIENT_SECRET_FILE",
-        global = true
-    )]
-    pub oauth2_client_secret_file: Option<PathBuf>,
-
-    /// OAuth2: the scope to request (space-separated for several), e.g. Entra ID's
-    /// api://APP/.default.
-    ///
-    /// Example: --oauth2-scope api://secret-sidecar-aws/.default
-    #[arg(
-        long,
-        value_name = "SCOPE",
-        env = "SECRET_SIDECAR_OAUTH2_SCOPE",
-        global = true
-    )]
-    pub oauth2_scope: Option<String>,
-
-    /// OAuth2: an audience parameter, for servers that want one (Auth0, some Okta set-ups).
-    ///
-    /// Example: --oauth2-audience sts.amazonaws.com
-    #[arg(
-        long,
-        value_name = "AUDIENCE",
-        env = "SECRET_SIDECAR_OAUTH2_AUDIENCE",
-        global = true
-    )]
-    pub oauth2_audience: Option<String>,
-
-    /// OAuth2: how the client authenticates: basic (HTTP Basic, client_secret_basic, which
-    /// every server must support) or body (client_id and client_secret in the form,
-    /// client_secret_post).
-    ///
-    /// Example: --oauth2-client-auth body
-    #[arg(
-        long,
-        value_enum,
-        value_name = "METHOD",
-        env = "SECRET_SIDECAR_OAUTH2_CLIENT_AUTH",
-        default_value = "basic",
-        global = true
-    )]
-    pub oauth2_client_auth: ClientAuth,
-}
-
-/// The Azure Key Vault options (see docs/azure.md).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct AzureArgs {
-    /// Azure: how to prove the workload's identity. auto uses workload identity when
-    /// AZURE_FEDERATED_TOKEN_FILE is set (AKS injects it with AZURE_CLIENT_ID,
-    /// AZURE_TENANT_ID and AZURE_AUTHORITY_HOST), else managed identity (user-assigned when
-    /// AZURE_CLIENT_ID is set). developer uses the Azure CLI (az login), then azd; only when
-    /// asked for.
-    ///
-    /// Example: --azure-credential developer
-    #[arg(
-        long,
-        value_enum,
-        value_name = "KIND",
-        env = "SECRET_SIDECAR_AZURE_CREDENTIAL",
-        default_value = "auto"
-    )]
-    pub azure_credential: AzureCredential,
-
-    /// Azure: the cloud whose vault suffix completes azure://VAULT/NAME (public:
-    /// vault.azure.net, china: vault.azure.cn, usgov: vault.usgovcloudapi.net), and whose
-    /// Entra ID authority is used when AZURE_AUTHORITY_HOST is not set. By default, the
-    /// cloud AZURE_AUTHORITY_HOST belongs to (AKS sets it), else public. Full
-    /// azure://https://... references name their host themselves.
-    ///
-    /// Example: --azure-cloud china
-    #[arg(
-        long,
-        value_enum,
-        value_name = "CLOUD",
-        env = "SECRET_SIDECAR_AZURE_CLOUD"
-    )]
-    pub azure_cloud: Option<AzureCloud>,
-
-    /// Azure: accept a vault's authentication challenge for a resource outside the vault
-    /// host's domain. Needed only for a vault reached under another name (a private-endpoint
-    /// alias, a custom DNS name, a test server): the token is then requested for whatever
-    /// resource that host names, so give it only for hosts you trust.
-    ///
-    /// Example: --azure-skip-challenge-resource-check
-    #[arg(long, env = "SECRET_SIDECAR_AZURE_SKIP_CHALLENGE_RESOURCE_CHECK")]
-    pub azure_skip_challenge_resource_check: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum AzureCredential {
-    #[default]
-    Auto,
-    Workload,
-    Managed,
-    Developer,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum AzureCloud {
-    #[default]
-    Public,
-    China,
-    Usgov,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AwsTokenSource {
-    File,
-    GcpMetadata,
-    Oauth2ClientCredentials,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TokenSourceKind {
-    GcpMetadata,
-    Oauth2ClientCredentials,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
-pub enum ClientAuth {
-    #[default]
-    Basic,
-    Body,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AwsBatch {
-    Auto,
-    Always,
-    Never,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// `SECRET_SIDECAR_*` variables in `environment` that no option reads: most likely a

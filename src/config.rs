@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
-use crate::exit::Class;
 use crate::reference::Format;
 
 #[derive(Debug, Deserialize)]
@@ -77,13 +76,11 @@ pub enum AggregateFormat {
 }
 
 impl ConfigFile {
+    /// Reads and parses `path`. Its errors are usage errors; the plan tags them so.
     pub fn load(path: &Path) -> Result<ConfigFile> {
         let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))
-            .context(Class::Usage)?;
-        ConfigFile::parse(&text)
-            .with_context(|| format!("config file {}", path.display()))
-            .context(Class::Usage)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        ConfigFile::parse(&text).with_context(|| format!("config file {}", path.display()))
     }
 
     pub fn parse(text: &str) -> Result<ConfigFile> {

@@ -1,16 +1,17 @@
 //! Exit codes: the one contract an orchestrator reads from an init container.
 //!
-//! Every failure is tagged with the [`Class`] that decides the process exit code. The tag
-//! travels as an `anyhow` context, so the one-line error message reads as
-//! `<class label>: <what>: <cause>` and the code is found by walking the chain, without
-//! string matching.
+//! Every failure is tagged with the [`Failure`] class that decides the process exit code.
+//! The tag travels as an `anyhow` context, found by walking the chain ([`Failure::of`]),
+//! never by string matching. In the one-line message the class's label stands where the
+//! tag was added, after the context added above it:
+//! `fetching aws://prod/db: secret not found: ResourceNotFoundException: …`.
 
 use std::fmt;
 use std::process::ExitCode;
 
-/// Why a run failed; [`Class::code`] is the process exit code (`0` is success).
+/// Why a run failed; [`Failure::code`] is the process exit code (`0` is success).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub enum Failure {
     /// A bug or an answer the program does not understand.
     Internal,
     /// The command line, environment or configuration file is wrong.
@@ -32,65 +33,65 @@ pub enum Class {
     Interrupted,
 }
 
-impl Class {
-    pub const ALL: [Class; 9] = [
-        Class::Internal,
-        Class::Usage,
-        Class::Auth,
-        Class::NotFound,
-        Class::Denied,
-        Class::Transient,
-        Class::Output,
-        Class::BadData,
-        Class::Interrupted,
+impl Failure {
+    pub const ALL: [Failure; 9] = [
+        Failure::Internal,
+        Failure::Usage,
+        Failure::Auth,
+        Failure::NotFound,
+        Failure::Denied,
+        Failure::Transient,
+        Failure::Output,
+        Failure::BadData,
+        Failure::Interrupted,
     ];
 
     pub fn code(self) -> u8 {
         match self {
-            Class::Internal => 1,
-            Class::Usage => 2,
-            Class::Auth => 3,
-            Class::NotFound | Class::Denied => 4,
-            Class::Transient => 5,
-            Class::Output => 6,
-            Class::BadData => 7,
+            Failure::Internal => 1,
+            Failure::Usage => 2,
+            Failure::Auth => 3,
+            Failure::NotFound | Failure::Denied => 4,
+            Failure::Transient => 5,
+            Failure::Output => 6,
+            Failure::BadData => 7,
             // 128 + SIGTERM, what a shell reports for a process SIGTERM ended.
-            Class::Interrupted => 143,
+            Failure::Interrupted => 143,
         }
     }
 
     /// The label that opens the error line and the README table.
     pub fn label(self) -> &'static str {
         match self {
-            Class::Internal => "internal error",
-            Class::Usage => "usage error",
-            Class::Auth => "authentication failed",
-            Class::NotFound => "secret not found",
-            Class::Denied => "access denied",
-            Class::Transient => "transient failure",
-            Class::Output => "output error",
-            Class::BadData => "bad secret data",
-            Class::Interrupted => "interrupted",
+            Failure::Internal => "internal error",
+            Failure::Usage => "usage error",
+            Failure::Auth => "authentication failed",
+            Failure::NotFound => "secret not found",
+            Failure::Denied => "access denied",
+            Failure::Transient => "transient failure",
+            Failure::Output => "output error",
+            Failure::BadData => "bad secret data",
+            Failure::Interrupted => "interrupted",
         }
     }
 
     /// The class an error chain was tagged with (the outermost tag); untagged errors are
     /// internal. anyhow's downcast looks through every context layer.
-    pub fn of(err: &anyhow::Error) -> Class {
-        err.downcast_ref::<Class>()
+    pub fn of(err: &anyhow::Error) -> Failure {
+        err.downcast_ref::<Failure>()
             .copied()
-            .unwrap_or(Class::Internal)
+            .unwrap_or(Failure::Internal)
     }
 }
 
-impl fmt::Display for Class {
+impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
     }
 }
 
-impl From<Class> for ExitCode {
-    fn from(class: Class) -> ExitCode {
+impl From<Failure> for ExitCode {
+    fn from(class: Failure) -> ExitCode {
         ExitCode::from(class.code())
     }
 }
@@ -117,10 +118,10 @@ mod tests {
     #[test]
     fn codes_are_distinct_and_documented() {
         let mut seen = std::collections::HashMap::new();
-        for class in Class::ALL {
+        for class in Failure::ALL {
             // Not found and denied share code 4 on purpose; nothing else shares a code.
             if let Some(other) = seen.insert(class.code(), class) {
-                assert_eq!((other, class), (Class::NotFound, Class::Denied));
+                assert_eq!((other, class), (Failure::NotFound, Failure::Denied));
             }
             assert!(
                 HELP_TABLE.contains(&format!("  {}  ", class.code())),
@@ -133,16 +134,16 @@ mod tests {
     #[test]
     fn outermost_tag_wins_and_untagged_is_internal() {
         let plain = anyhow::anyhow!("boom");
-        assert_eq!(Class::of(&plain), Class::Internal);
+        assert_eq!(Failure::of(&plain), Failure::Internal);
 
         let tagged: anyhow::Result<()> = Err(anyhow::anyhow!("io"))
-            .context(Class::Output)
+            .context(Failure::Output)
             .context("while publishing");
         let err = tagged.unwrap_err();
-        assert_eq!(Class::of(&err), Class::Output);
+        assert_eq!(Failure::of(&err), Failure::Output);
         assert_eq!(format!("{err:#}"), "while publishing: output error: io");
 
-        let retagged = err.context(Class::Usage);
-        assert_eq!(Class::of(&retagged), Class::Usage);
+        let retagged = err.context(Failure::Usage);
+        assert_eq!(Failure::of(&retagged), Failure::Usage);
     }
 }

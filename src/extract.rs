@@ -8,13 +8,13 @@ use anyhow::{Context, Result, anyhow};
 use serde_json::Value;
 use zeroize::Zeroize;
 
-use crate::exit::Class;
+use crate::exit::Failure;
 use crate::reference::JsonKey;
 use crate::secret::SecretValue;
 
 /// Returns the string at `key` in the JSON object held by `secret`.
 pub fn select(secret: &SecretValue, key: &JsonKey) -> Result<SecretValue> {
-    select_inner(secret, key).context(Class::BadData)
+    select_inner(secret, key).context(Failure::BadData)
 }
 
 fn select_inner(secret: &SecretValue, key: &JsonKey) -> Result<SecretValue> {
@@ -44,7 +44,7 @@ fn select_inner(secret: &SecretValue, key: &JsonKey) -> Result<SecretValue> {
 /// The members of the JSON object held by `secret` (or of the object at `key` in it),
 /// each as the bytes of its file: strings as they are, anything else as compact JSON.
 pub fn members(secret: &SecretValue, key: Option<&JsonKey>) -> Result<Vec<(String, SecretValue)>> {
-    members_inner(secret, key).context(Class::BadData)
+    members_inner(secret, key).context(Failure::BadData)
 }
 
 fn members_inner(
@@ -168,7 +168,7 @@ mod tests {
         ];
         for (text, key) in cases {
             let err = select(&secret(&text), &key).unwrap_err();
-            assert_eq!(Class::of(&err), Class::BadData);
+            assert_eq!(Failure::of(&err), Failure::BadData);
             let message = format!("{err:#} {err:?}");
             assert!(!message.contains("hunter2"), "{message}");
         }
@@ -197,7 +197,7 @@ mod tests {
             let err = members(&secret("[1]"), bad)
                 .err()
                 .or_else(|| members(&doc, bad).err());
-            assert_eq!(Class::of(&err.unwrap()), Class::BadData);
+            assert_eq!(Failure::of(&err.unwrap()), Failure::BadData);
         }
     }
 

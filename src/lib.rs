@@ -1,24 +1,47 @@
-//! secret-sidecar as a library: the binary in `main.rs` is a thin shell over [`run::run`].
+//! secret-sidecar as a library: the binary in `main.rs` is a thin shell over the modes.
 //!
 //! The modules are public so that fuzz targets and benchmarks can drive the parsers
-//! directly; the command line is the only supported interface.
+//! directly; the command line is the only supported interface. They form layers, each
+//! using only the ones below it (`ARCHITECTURE.md`; `tests/layers.rs` holds the code to
+//! that), listed here from the top.
 
-pub mod cli;
-pub mod config;
-pub mod exit;
-pub mod extract;
-#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
-pub mod https;
-#[cfg(feature = "aws")]
-pub mod identity;
-pub mod logging;
-pub mod plan;
-pub mod providers;
-pub mod publish;
-pub mod reference;
-pub mod retry;
-pub mod run;
-pub mod secret;
-pub mod shape;
+#[cfg(not(any(feature = "aws", feature = "azure", feature = "gcp")))]
+compile_error!("secret-sidecar needs at least one provider feature: aws, azure or gcp");
+
+// Modes: what the process does, one module each.
+pub mod init;
 #[cfg(feature = "aws")]
 pub mod token;
+
+// The pipeline the modes share: fetch a plan's secrets, render them into files.
+pub mod fetch;
+pub mod render;
+
+// The command line and the validated plan.
+pub mod cli;
+pub mod plan;
+
+// Shaping fetched values into file contents.
+pub mod extract;
+pub mod shape;
+
+// References and the config file.
+pub mod config;
+pub mod reference;
+
+// Secret stores.
+pub mod providers;
+
+// Workload identity shared by providers and modes.
+pub mod identity;
+
+// Foundation: no module here uses one above.
+pub mod env;
+pub mod exit;
+pub mod logging;
+pub mod net;
+pub mod paths;
+pub mod publish;
+pub mod retry;
+pub mod secret;
+pub mod signal;

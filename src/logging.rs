@@ -7,7 +7,12 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// The format of the log lines on stderr (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// aws-config is silenced unless asked for: its credential-chain messages print errors
 /// with `Debug`, which can include a raw HTTP response. The run logs its own identity line

@@ -1,16 +1,17 @@
 //! secret-sidecar: fetch secrets with the workload's identity, publish them atomically to
 //! an in-memory directory, exit.
 //!
-//! `main` is a thin shell: parse the command line, set up logs, run, and turn the outcome
-//! into an exit code. Everything that can fail is in `secret_sidecar::run::run`.
+//! `main` is a thin shell: parse the command line, set up logs, run the mode asked for,
+//! and turn the outcome into an exit code. Everything that can fail is in the modes
+//! (`secret_sidecar::init`, `secret_sidecar::token`).
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use secret_sidecar::exit::Class;
-use secret_sidecar::{cli, logging, run};
+use secret_sidecar::exit::Failure;
+use secret_sidecar::{cli, init, logging};
 
 fn main() -> ExitCode {
     // clap exits by itself: 0 for --help and --version, 2 for a malformed command line.
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         tracing::warn!("{name} is set but no option reads it (misspelt?); see --help");
     }
 
+    #[cfg(feature = "aws")]
     if let Some(cli::Command::Token(args)) = &cli.command
         && args.token_probe
     {
@@ -33,7 +35,7 @@ fn main() -> ExitCode {
             .location()
             .map_or_else(|| "an unknown place".to_owned(), ToString::to_string);
         tracing::error!(
-            exit_code = Class::Internal.code(),
+            exit_code = Failure::Internal.code(),
             "internal error: panic at {location}; please report it"
         );
     }));
@@ -45,46 +47,30 @@ fn main() -> ExitCode {
             .map_err(|err| anyhow::Error::new(err).context("starting the async runtime"))?;
         runtime.block_on(async {
             match &cli.command {
-                None => run::run(&cli).await,
-                Some(cli::Command::Token(args)) => token(args, &cli).await,
+                None => init::run(&cli).await,
+                #[cfg(feature = "aws")]
+                Some(cli::Command::Token(args)) => secret_sidecar::token::run(args, &cli).await,
+                // Without AWS there is no subcommand (token mode exchanges with AWS STS).
+                #[cfg(not(feature = "aws"))]
+                Some(command) => match *command {},
             }
         })
     }));
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(err)) => {
-            let class = Class::of(&err);
+            let class = Failure::of(&err);
             tracing::error!(exit_code = class.code(), "{err:#}");
             class.into()
         }
-        Err(_) => Class::Internal.into(),
+        Err(_) => Failure::Internal.into(),
     }
 }
 
-#[cfg(feature = "aws")]
-async fn token(args: &cli::TokenArgs, cli: &cli::Cli) -> anyhow::Result<()> {
-    secret_sidecar::token::run(args, cli).await
-}
-
-#[cfg(not(feature = "aws"))]
-async fn token(_args: &cli::TokenArgs, _cli: &cli::Cli) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    Err(anyhow::anyhow!(
-        "this build has no AWS support; the token subcommand needs the aws feature"
-    ))
-    .context(Class::Usage)
-}
-
 /// `token --probe`: 0 when the token file is ready, 1 when not, with the reason on stderr.
+#[cfg(feature = "aws")]
 fn probe(args: &cli::TokenArgs) -> ExitCode {
-    #[cfg(feature = "aws")]
-    let outcome = secret_sidecar::token::probe(&args.token_file);
-    #[cfg(not(feature = "aws"))]
-    let outcome: anyhow::Result<()> = {
-        let _ = args;
-        Err(anyhow::anyhow!("this build has no AWS support"))
-    };
-    match outcome {
+    match secret_sidecar::token::probe(&args.token_file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::warn!("token not ready: {err:#}");

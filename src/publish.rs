@@ -24,8 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::exit::Class;
-use crate::plan::Owner;
+use crate::exit::Failure;
+use crate::paths::Owner;
 use crate::secret::SecretValue;
 
 const DATA_LINK: &str = "..data";
@@ -41,27 +41,27 @@ const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// One file to publish. The path was validated by the plan.
-pub struct OutputFile<'a> {
+pub struct NewFile<'a> {
     pub path: &'a str,
     pub value: &'a SecretValue,
     pub mode: u32,
     pub owner: Option<Owner>,
 }
 
-/// A checked output directory.
-pub struct OutputDir {
+/// A checked output directory, ready to publish into.
+pub struct Publisher {
     path: PathBuf,
 }
 
-impl OutputDir {
+impl Publisher {
     /// Checks the directory before anything is fetched, so a misconfigured volume fails
     /// fast: it must exist, be a real directory (not a symbolic link) and be tmpfs or
     /// ramfs unless `allow_non_tmpfs`.
-    pub fn open(path: &Path, allow_non_tmpfs: bool) -> Result<OutputDir> {
+    pub fn open(path: &Path, allow_non_tmpfs: bool) -> Result<Publisher> {
         check_dir(path, allow_non_tmpfs)
             .with_context(|| format!("output directory {}", path.display()))
-            .context(Class::Output)?;
-        Ok(OutputDir {
+            .context(Failure::Output)?;
+        Ok(Publisher {
             path: path.to_owned(),
         })
     }
@@ -71,13 +71,13 @@ impl OutputDir {
     }
 
     /// Publishes `files` as the new complete set.
-    pub fn publish(&self, files: &[OutputFile<'_>]) -> Result<()> {
+    pub fn publish(&self, files: &[NewFile<'_>]) -> Result<()> {
         self.publish_inner(files)
             .with_context(|| format!("publishing into {}", self.path.display()))
-            .context(Class::Output)
+            .context(Failure::Output)
     }
 
-    fn publish_inner(&self, files: &[OutputFile<'_>]) -> Result<()> {
+    fn publish_inner(&self, files: &[NewFile<'_>]) -> Result<()> {
         let old_staging = self.current_staging()?;
         let top_level: BTreeSet<&str> = files
             .iter()
@@ -114,7 +114,7 @@ impl OutputDir {
     fn stage_and_swap<'n>(
         &self,
         staging: &str,
-        files: &[OutputFile<'_>],
+        files: &[NewFile<'_>],
         missing_links: &[&'n str],
         created_links: &mut Vec<&'n str>,
     ) -> Result<()> {
@@ -302,7 +302,7 @@ fn create_dirs(root: &Path, dir: &Path, made: &mut BTreeSet<PathBuf>) -> Result<
     Ok(())
 }
 
-fn write_file(path: &Path, file: &OutputFile<'_>) -> Result<()> {
+fn write_file(path: &Path, file: &NewFile<'_>) -> Result<()> {
     let mut handle = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -363,15 +363,15 @@ mod tests {
             .collect()
     }
 
-    fn publish(dir: &OutputDir, files: &[(&str, &str)]) -> Result<()> {
+    fn publish(dir: &Publisher, files: &[(&str, &str)]) -> Result<()> {
         let values: Vec<SecretValue> = files
             .iter()
             .map(|(_, v)| SecretValue::from_string(v.to_string()))
             .collect();
-        let outputs: Vec<OutputFile<'_>> = files
+        let outputs: Vec<NewFile<'_>> = files
             .iter()
             .zip(&values)
-            .map(|((path, _), value)| OutputFile {
+            .map(|((path, _), value)| NewFile {
                 path,
                 value,
                 mode: 0o440,
@@ -384,7 +384,7 @@ mod tests {
     #[test]
     fn replaces_the_whole_set_and_tidies_up() {
         let scratch = Scratch::new("swap");
-        let dir = OutputDir::open(&scratch.0, false).unwrap();
+        let dir = Publisher::open(&scratch.0, false).unwrap();
         publish(&dir, &[("a", "1"), ("tls/cert", "2")]).unwrap();
         assert_eq!(fs::read_to_string(scratch.0.join("a")).unwrap(), "1");
         assert_eq!(fs::read_to_string(scratch.0.join("tls/cert")).unwrap(), "2");
@@ -405,7 +405,7 @@ mod tests {
     #[test]
     fn refuses_foreign_entries_and_leaves_the_old_set() {
         let scratch = Scratch::new("foreign");
-        let dir = OutputDir::open(&scratch.0, false).unwrap();
+        let dir = Publisher::open(&scratch.0, false).unwrap();
         publish(&dir, &[("a", "old")]).unwrap();
         fs::write(scratch.0.join("b"), "not ours").unwrap();
         symlink("/etc/passwd", scratch.0.join("c")).unwrap();
@@ -421,10 +421,10 @@ mod tests {
     #[test]
     fn a_failed_write_leaves_nothing_new() {
         let scratch = Scratch::new("fail");
-        let dir = OutputDir::open(&scratch.0, false).unwrap();
+        let dir = Publisher::open(&scratch.0, false).unwrap();
         // "x" as a file and "x/y" need x to be both; the second write fails mid-set.
         let err = publish(&dir, &[("n", "1"), ("x", "2"), ("x/y", "3")]).unwrap_err();
-        assert_eq!(Class::of(&err), Class::Output);
+        assert_eq!(Failure::of(&err), Failure::Output);
         assert!(names(&scratch.0).is_empty(), "{:?}", names(&scratch.0));
     }
 
@@ -433,7 +433,7 @@ mod tests {
         let scratch = Scratch::new("stale");
         fs::create_dir(scratch.0.join("..sidecar.1.2.3.0")).unwrap();
         symlink("..sidecar.1.2.3.0", scratch.0.join(DATA_LINK_TMP)).unwrap();
-        let dir = OutputDir::open(&scratch.0, false).unwrap();
+        let dir = Publisher::open(&scratch.0, false).unwrap();
         publish(&dir, &[("a", "1")]).unwrap();
         let listed = names(&scratch.0);
         assert!(
@@ -450,7 +450,7 @@ mod tests {
         let group = 4242;
         std::os::unix::fs::chown(&scratch.0, None, Some(group)).unwrap();
         fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o2775)).unwrap();
-        let dir = OutputDir::open(&scratch.0, false).unwrap();
+        let dir = Publisher::open(&scratch.0, false).unwrap();
         publish(&dir, &[("a", "1"), ("nested/b", "2")]).unwrap();
         for file in ["a", "nested/b"] {
             let meta = fs::metadata(scratch.0.join(file)).unwrap();
@@ -464,22 +464,22 @@ mod tests {
     #[test]
     fn checks_the_directory_itself() {
         let scratch = Scratch::new("checks");
-        assert!(OutputDir::open(&scratch.0.join("missing"), true).is_err());
+        assert!(Publisher::open(&scratch.0.join("missing"), true).is_err());
         symlink(&scratch.0, scratch.0.join("link")).unwrap();
-        assert!(OutputDir::open(&scratch.0.join("link"), true).is_err());
+        assert!(Publisher::open(&scratch.0.join("link"), true).is_err());
         fs::write(scratch.0.join("file"), "").unwrap();
-        assert!(OutputDir::open(&scratch.0.join("file"), true).is_err());
-        let err = OutputDir::open(Path::new(env!("CARGO_MANIFEST_DIR")), false).err();
+        assert!(Publisher::open(&scratch.0.join("file"), true).is_err());
+        let err = Publisher::open(Path::new(env!("CARGO_MANIFEST_DIR")), false).err();
         if rustix::fs::statfs(env!("CARGO_MANIFEST_DIR"))
             .unwrap()
             .f_type as i64
             != TMPFS_MAGIC
         {
             assert_eq!(
-                Class::of(&err.expect("non-tmpfs must be refused")),
-                Class::Output
+                Failure::of(&err.expect("non-tmpfs must be refused")),
+                Failure::Output
             );
         }
-        assert!(OutputDir::open(Path::new(env!("CARGO_MANIFEST_DIR")), true).is_ok());
+        assert!(Publisher::open(Path::new(env!("CARGO_MANIFEST_DIR")), true).is_ok());
     }
 }

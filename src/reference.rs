@@ -1,20 +1,18 @@
 //! Secret references: `SCHEME://LOCATOR[?PARAMS][#KEY]`.
 //!
-//! One grammar for every provider. The scheme picks the provider (`aws://`, and later
-//! `azure://`, `gcp://`); the locator is the provider's own name for the secret (a name or
-//! ARN, `VAULT/NAME`, `PROJECT/NAME`); `?PARAMS` are `&`-separated `name=value` pairs (or a
-//! bare `name`) that the provider or the core claims; `#KEY` picks one string field out of
-//! a JSON secret, either a top-level key (`#password`) or a JSON Pointer (`#/db/password`).
-//!
-//! Values are taken literally: no percent-decoding, because no provider allows `?`, `#`
-//! or `&` in secret names and decoding would make `%` ambiguous.
+//! One grammar for every provider. The scheme picks the provider (`aws://`, `azure://`,
+//! `gcp://`); the locator is the provider's own name for the secret (a name or ARN,
+//! `VAULT/NAME`, `PROJECT/NAME`); `?PARAMS` are `&`-separated `name=value` pairs (or a bare
+//! `name`), the file options ([`FileOptions`]) taken here and the rest by the provider;
+//! `#KEY` picks one field out of a JSON secret, either a top-level key (`#password`) or a
+//! JSON Pointer (`#/db/password`).
 
 use std::fmt;
 
 use anyhow::{Result, bail};
 
-use crate::plan::{Owner, parse_mode, parse_owner};
-use crate::providers::Target;
+use crate::paths::{Owner, parse_mode, parse_owner, safe_component};
+use crate::providers::{Params, Target};
 
 /// A parsed reference. It holds names, never values, so it may be printed freely.
 #[derive(Debug)]
@@ -24,7 +22,7 @@ pub struct SecretRef {
     pub target: Target,
     pub key: Option<JsonKey>,
     /// Per-secret options given as `?format=…&optional&mode=…&owner=…`.
-    pub options: Options,
+    pub options: FileOptions,
 }
 
 /// How a fetched value becomes files.
@@ -55,16 +53,16 @@ impl std::str::FromStr for Format {
 
 /// The core's own parameters; each overrides the global default for one secret.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Options {
+pub struct FileOptions {
     pub format: Option<Format>,
     pub optional: Option<bool>,
     pub mode: Option<u32>,
     pub owner: Option<Owner>,
 }
 
-impl Options {
-    fn take(params: &mut Params) -> Result<Options> {
-        Ok(Options {
+impl FileOptions {
+    fn take(params: &mut Params) -> Result<FileOptions> {
+        Ok(FileOptions {
             format: params
                 .take_value("format")?
                 .map(|f| f.parse())
@@ -82,7 +80,7 @@ impl Options {
     }
 
     pub fn is_empty(&self) -> bool {
-        *self == Options::default()
+        *self == FileOptions::default()
     }
 }
 
@@ -129,62 +127,6 @@ impl fmt::Display for JsonKey {
     }
 }
 
-/// The `?name=value&flag` part of a reference. Providers and the core each take the
-/// parameters they understand; whatever is left over is an error, so a misspelt
-/// parameter never silently does nothing.
-#[derive(Debug, Default)]
-pub struct Params(Vec<(String, Option<String>)>);
-
-impl Params {
-    fn parse(raw: &str) -> Result<Params> {
-        let mut params = Vec::new();
-        for pair in raw.split('&').filter(|pair| !pair.is_empty()) {
-            let (name, value) = match pair.split_once('=') {
-                Some((name, value)) => (name, Some(value.to_owned())),
-                None => (pair, None),
-            };
-            if name.is_empty() {
-                bail!("parameter with an empty name in '?{raw}'");
-            }
-            if params.iter().any(|(seen, _)| seen == name) {
-                bail!("parameter '{name}' given twice");
-            }
-            params.push((name.to_owned(), value));
-        }
-        Ok(Params(params))
-    }
-
-    /// Removes and returns a parameter that must have a non-empty value.
-    pub fn take_value(&mut self, name: &str) -> Result<Option<String>> {
-        let Some(index) = self.0.iter().position(|(seen, _)| seen == name) else {
-            return Ok(None);
-        };
-        match self.0.remove(index).1 {
-            Some(value) if !value.is_empty() => Ok(Some(value)),
-            _ => bail!("parameter '{name}' needs a value ({name}=...)"),
-        }
-    }
-
-    /// Removes a yes/no parameter: bare `name` or `name=true` is yes, `name=false` no.
-    pub fn take_flag(&mut self, name: &str) -> Result<Option<bool>> {
-        let Some(index) = self.0.iter().position(|(seen, _)| seen == name) else {
-            return Ok(None);
-        };
-        match self.0.remove(index).1.as_deref() {
-            None | Some("true") => Ok(Some(true)),
-            Some("false") => Ok(Some(false)),
-            Some(other) => bail!("parameter '{name}' is true or false, not '{other}'"),
-        }
-    }
-
-    fn reject_rest(&self) -> Result<()> {
-        match self.0.first() {
-            None => Ok(()),
-            Some((name, _)) => bail!("unknown parameter '{name}'"),
-        }
-    }
-}
-
 impl SecretRef {
     pub fn parse(text: &str) -> Result<SecretRef> {
         let Some((scheme, rest)) = text.split_once("://") else {
@@ -201,7 +143,7 @@ impl SecretRef {
         if locator.is_empty() {
             bail!("'{text}' names no secret after '{scheme}://'");
         }
-        let options = Options::take(&mut params)?;
+        let options = FileOptions::take(&mut params)?;
         let target = Target::parse(scheme, locator, &mut params)?;
         params.reject_rest()?;
         Ok(SecretRef {
@@ -229,29 +171,6 @@ impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
-}
-
-/// Maps any string to one path component that the publisher accepts.
-pub fn safe_component(raw: &str) -> String {
-    let mut name: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.starts_with('.') {
-        name.replace_range(0..1, "_");
-    }
-    // Every character is ASCII now, so any byte index is a char boundary.
-    name.truncate(crate::plan::MAX_COMPONENT_BYTES);
-    if name.is_empty() {
-        name.push_str("secret");
-    }
-    name
 }
 
 #[cfg(all(test, feature = "aws"))]
@@ -324,20 +243,5 @@ mod tests {
         ] {
             assert!(SecretRef::parse(bad).is_err(), "{bad} should be rejected");
         }
-    }
-
-    #[test]
-    fn safe_component_is_always_one_plain_component() {
-        for (raw, want) in [
-            ("prod/db", "prod_db"),
-            ("..data", "_.data"),
-            (".env", "_env"),
-            ("", "secret"),
-            ("a b\0c", "a_b_c"),
-            ("ünï", "_n_"),
-        ] {
-            assert_eq!(safe_component(raw), want, "for {raw:?}");
-        }
-        assert_eq!(safe_component(&"x".repeat(300)).len(), 255);
     }
 }

@@ -1,8 +1,8 @@
 //! The one retry policy every provider shares.
 //!
 //! Providers make exactly one attempt per call (their SDKs' own retries are switched
-//! off) and tag failures with a [`Class`]. This module repeats an attempt only when it
-//! failed with [`Class::Transient`] — connection errors, timeouts, throttling, 5xx — and
+//! off) and tag failures with a [`Failure`]. This module repeats an attempt only when it
+//! failed with [`Failure::Transient`] — connection errors, timeouts, throttling, 5xx — and
 //! never for usage, identity, not-found, denied or bad-data failures. Each attempt is
 //! bounded by its own timeout; between attempts it waits a capped exponential back-off
 //! with full jitter, or what the server asked for with `Retry-After` (capped too). The
@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use tracing::debug;
 
-use crate::exit::Class;
+use crate::exit::Failure;
 
 /// A server's request to wait before retrying, from a `Retry-After` header or its
 /// equivalent. Providers attach it to a transient error as context.
@@ -67,6 +67,15 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The default policy, its attempts no longer than `deadline` (the run's `--timeout`).
+    pub fn within(deadline: Duration) -> Policy {
+        let default = Policy::default();
+        Policy {
+            attempt_timeout: default.attempt_timeout.min(deadline),
+            ..default
+        }
+    }
+
     /// Runs `attempt` until it succeeds, fails for good, or the attempts run out.
     pub async fn run<T, F, Fut>(&self, mut attempt: F) -> Result<T>
     where
@@ -78,13 +87,13 @@ impl Policy {
             let result = match tokio::time::timeout(self.attempt_timeout, attempt()).await {
                 Ok(result) => result,
                 Err(_) => Err(anyhow!("no answer within {:?}", self.attempt_timeout))
-                    .context(Class::Transient),
+                    .context(Failure::Transient),
             };
             let err = match result {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            if Class::of(&err) != Class::Transient || number >= self.max_attempts {
+            if Failure::of(&err) != Failure::Transient || number >= self.max_attempts {
                 return Err(match number {
                     1 => err,
                     _ => err.context(format!("after {number} attempts")),
@@ -101,18 +110,36 @@ impl Policy {
         }
     }
 
-    /// Full jitter: a uniform draw from zero to the capped exponential bound, so many
-    /// pods restarting together do not retry in step. A server's `Retry-After` wins.
+    /// Full jitter over the capped exponential bound, so many pods restarting together
+    /// do not retry in step. A server's `Retry-After` wins.
     fn delay(&self, attempt: u32, retry_after: Option<&RetryAfter>) -> Duration {
         if let Some(RetryAfter(wait)) = retry_after {
             return (*wait).min(self.max_retry_after);
         }
-        let bound = self
-            .base_delay
-            .saturating_mul(1 << attempt.saturating_sub(1).min(20))
-            .min(self.max_delay);
-        Duration::from_millis(fastrand::u64(0..=bound.as_millis() as u64))
+        full_jitter(backoff_bound(self.base_delay, self.max_delay, attempt))
     }
+}
+
+/// The bound for the `attempt`-th retry (from 1): `first`, doubling each time, at most
+/// `max`. Every wait between attempts in this crate (a fetch's retries, a long-running
+/// mode's back-off after a failed cycle) is a jittered draw under this bound.
+pub fn backoff_bound(first: Duration, max: Duration, attempt: u32) -> Duration {
+    first
+        .saturating_mul(1 << attempt.saturating_sub(1).min(20))
+        .min(max)
+}
+
+/// Uniform in `0..=bound`: requests from many clients spread out the most, for retries
+/// within one run.
+pub fn full_jitter(bound: Duration) -> Duration {
+    Duration::from_millis(fastrand::u64(0..=bound.as_millis() as u64))
+}
+
+/// Uniform in `bound/2..=bound`: spread out, yet never so short that a loop that keeps
+/// failing spins, for long-running modes that retry until they succeed.
+pub fn equal_jitter(bound: Duration) -> Duration {
+    let half = bound / 2;
+    half + full_jitter(half)
 }
 
 #[cfg(test)]
@@ -136,7 +163,7 @@ mod tests {
             .unwrap()
     }
 
-    fn failing(class: Class, calls: &Cell<u32>) -> impl std::future::Future<Output = Result<()>> {
+    fn failing(class: Failure, calls: &Cell<u32>) -> impl std::future::Future<Output = Result<()>> {
         calls.set(calls.get() + 1);
         std::future::ready(Err(anyhow!("boom")).context(class))
     }
@@ -144,20 +171,20 @@ mod tests {
     #[test]
     fn retries_only_transient_failures() {
         for (class, expected) in [
-            (Class::Transient, 3),
-            (Class::NotFound, 1),
-            (Class::Denied, 1),
-            (Class::Auth, 1),
-            (Class::Usage, 1),
-            (Class::BadData, 1),
-            (Class::Internal, 1),
+            (Failure::Transient, 3),
+            (Failure::NotFound, 1),
+            (Failure::Denied, 1),
+            (Failure::Auth, 1),
+            (Failure::Usage, 1),
+            (Failure::BadData, 1),
+            (Failure::Internal, 1),
         ] {
             let calls = Cell::new(0);
             let err = runtime()
                 .block_on(quick().run(|| failing(class, &calls)))
                 .unwrap_err();
             assert_eq!(calls.get(), expected, "{class:?}");
-            assert_eq!(Class::of(&err), class);
+            assert_eq!(Failure::of(&err), class);
         }
     }
 
@@ -186,6 +213,14 @@ mod tests {
             assert!(policy.delay(attempt, None) <= policy.max_delay);
         }
         assert!(policy.delay(1, None) <= Duration::from_millis(100));
+        let (first, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        assert_eq!(backoff_bound(first, max, 1), first);
+        assert_eq!(backoff_bound(first, max, 3), Duration::from_secs(4));
+        assert_eq!(backoff_bound(first, max, 40), max);
+        for attempt in 1..40 {
+            let wait = equal_jitter(backoff_bound(first, max, attempt));
+            assert!(wait >= first / 2 && wait <= max, "{attempt}: {wait:?}");
+        }
         let asked = RetryAfter(Duration::from_secs(3));
         assert_eq!(policy.delay(1, Some(&asked)), Duration::from_secs(3));
         let greedy = RetryAfter(Duration::from_secs(3600));
@@ -204,13 +239,13 @@ mod tests {
     fn retry_after_is_found_through_context_layers() {
         let err = Err::<(), _>(anyhow!("429"))
             .context(RetryAfter(Duration::from_secs(2)))
-            .context(Class::Transient)
+            .context(Failure::Transient)
             .context("fetching x")
             .unwrap_err();
         assert_eq!(
             err.downcast_ref::<RetryAfter>(),
             Some(&RetryAfter(Duration::from_secs(2)))
         );
-        assert_eq!(Class::of(&err), Class::Transient);
+        assert_eq!(Failure::of(&err), Failure::Transient);
     }
 }

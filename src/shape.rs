@@ -10,11 +10,22 @@ use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use zeroize::Zeroizing;
 
-use crate::exit::Class;
+use crate::exit::Failure;
 use crate::extract;
-use crate::plan::{AggregateKind, validate_file};
+use crate::paths::validate_file;
 use crate::reference::{Format, SecretRef};
 use crate::secret::SecretValue;
+
+/// The kinds of file assembled from several secrets (`files:` in the config).
+#[derive(Debug)]
+pub enum AggregateKind {
+    /// `NAME='value'` lines that `sh` and dotenv parsers read back alike.
+    Env,
+    /// One JSON object of strings.
+    Json,
+    /// A minijinja template, checked when the plan is built.
+    Template(String),
+}
 
 /// The value one reference stands for: its `#KEY`, then base64-decoded if asked.
 pub fn value(reference: &SecretRef, fetched: &SecretValue) -> Result<SecretValue> {
@@ -23,7 +34,7 @@ pub fn value(reference: &SecretRef, fetched: &SecretValue) -> Result<SecretValue
         None => SecretValue::new(fetched.expose().to_vec()),
     };
     match reference.options.format.unwrap_or_default() {
-        Format::Base64 => decode_base64(&selected).context(Class::BadData),
+        Format::Base64 => decode_base64(&selected).context(Failure::BadData),
         Format::Raw | Format::Explode => Ok(selected),
     }
 }
@@ -37,11 +48,11 @@ pub fn explode(reference: &SecretRef, fetched: &SecretValue) -> Result<Vec<(Stri
                 "member '{}' cannot be a file name: it contains '/'",
                 name.escape_debug()
             ))
-            .context(Class::BadData);
+            .context(Failure::BadData);
         }
         validate_file(name)
             .with_context(|| format!("member '{}' cannot be a file name", name.escape_debug()))
-            .context(Class::BadData)?;
+            .context(Failure::BadData)?;
     }
     Ok(members)
 }
@@ -75,7 +86,7 @@ pub fn aggregate(kind: &AggregateKind, values: &[(&str, SecretValue)]) -> Result
         AggregateKind::Json => json_file(values),
         AggregateKind::Template(source) => template(source, values),
     }
-    .context(Class::BadData)
+    .context(Failure::BadData)
 }
 
 fn text<'v>(name: &str, value: &'v SecretValue) -> Result<&'v str> {
@@ -239,7 +250,7 @@ mod tests {
             "${PATH}",
         ] {
             let err = render(&AggregateKind::Env, &[("A", bad)]).unwrap_err();
-            assert_eq!(Class::of(&err), Class::BadData);
+            assert_eq!(Failure::of(&err), Failure::BadData);
             assert!(!format!("{err:#}").contains(bad), "{err:#}");
         }
     }
@@ -266,7 +277,7 @@ mod tests {
 
         let missing = AggregateKind::Template("{{ db.nope }}".into());
         let err = render(&missing, &[("db", r#"{"user":"sentinel-value"}"#)]).unwrap_err();
-        assert_eq!(Class::of(&err), Class::BadData);
+        assert_eq!(Failure::of(&err), Failure::BadData);
         assert!(!format!("{err:#}").contains("sentinel-value"), "{err:#}");
 
         assert!(check_template("{{ unclosed").is_err());
@@ -293,6 +304,6 @@ mod tests {
             &SecretValue::from_string("not base64!".into()),
         )
         .unwrap_err();
-        assert_eq!(Class::of(&err), Class::BadData);
+        assert_eq!(Failure::of(&err), Failure::BadData);
     }
 }

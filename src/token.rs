@@ -19,12 +19,13 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use tracing::{info, warn};
 
 use crate::cli::{Cli, TokenArgs};
-use crate::exit::Class;
-use crate::identity::{self, Source, WebToken};
-use crate::plan::{Owner, parse_mode, parse_owner, validate_file};
-use crate::publish::{OutputDir, OutputFile};
-use crate::retry::Policy;
-use crate::run::Stop;
+use crate::exit::Failure;
+use crate::identity::web_token::{TokenSource, WebToken, jwt_expiry};
+use crate::net::{CaBundle, HttpConfig};
+use crate::paths::{Owner, parse_mode, parse_owner, validate_file};
+use crate::publish::{NewFile, Publisher};
+use crate::retry::{self, Policy};
+use crate::signal::Stop;
 
 /// The share of a token's lifetime after which it is replaced.
 const REFRESH_AT: f64 = 0.8;
@@ -39,13 +40,13 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// What `token` needs, checked before anything is requested.
 struct TokenPlan {
-    source: Source,
+    source: TokenSource,
     dir: PathBuf,
     name: String,
     mode: u32,
     owner: Option<Owner>,
     allow_non_tmpfs: bool,
-    settings: identity::Settings,
+    http: HttpConfig,
     timeout: Duration,
 }
 
@@ -54,10 +55,10 @@ impl TokenPlan {
         let kind = args
             .token_source
             .ok_or_else(|| anyhow!("--source is required"))?;
-        let source = Source::from_args(
+        let source = TokenSource::from_args(
             kind,
             args.token_audience.as_deref(),
-            &cli.oauth2,
+            &cli.aws_token.oauth2,
             "--audience",
         )?;
         let (dir, name) = split_out(&args.token_file)?;
@@ -68,7 +69,6 @@ impl TokenPlan {
             .map(parse_owner)
             .transpose()
             .context("--owner")?;
-        let policy = Policy::default();
         Ok(TokenPlan {
             source,
             dir,
@@ -76,9 +76,9 @@ impl TokenPlan {
             mode,
             owner,
             allow_non_tmpfs: args.token_allow_non_tmpfs,
-            settings: identity::Settings {
-                attempt_timeout: policy.attempt_timeout.min(cli.timeout.0),
-                ca_file: cli.ca_file.clone(),
+            http: HttpConfig {
+                attempt_timeout: Policy::within(cli.timeout.0).attempt_timeout,
+                ca: cli.ca_file.as_deref().map(CaBundle::read).transpose()?,
             },
             timeout: cli.timeout.0,
         })
@@ -102,16 +102,16 @@ fn split_out(path: &Path) -> Result<(PathBuf, String)> {
 
 /// Runs until SIGTERM or SIGINT; `Ok` then, since stopping is how a sidecar ends.
 pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
-    let plan = TokenPlan::build(args, cli).context(Class::Usage)?;
-    let output = OutputDir::open(&plan.dir, plan.allow_non_tmpfs)?;
-    check_own_directory(&plan.dir, &plan.name).context(Class::Output)?;
+    let plan = TokenPlan::build(args, cli).context(Failure::Usage)?;
+    let output = Publisher::open(&plan.dir, plan.allow_non_tmpfs)?;
+    check_own_directory(&plan.dir, &plan.name).context(Failure::Output)?;
 
     let mut stop = Stop::listen();
     let first = tokio::select! {
         first = first_token(&plan) => first?,
         signal = stop.recv() => {
             return Err(anyhow!("stopped by {signal} before the first token was published"))
-                .context(Class::Interrupted);
+                .context(Failure::Interrupted);
         }
     };
     let mut expires = publish(&plan, &output, &first)?;
@@ -126,7 +126,7 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
         let attempt = tokio::select! {
             attempt = async {
                 tokio::time::sleep(wait).await;
-                tokio::time::timeout(plan.settings.attempt_timeout, plan.source.obtain(&plan.settings)).await
+                tokio::time::timeout(plan.http.attempt_timeout, plan.source.obtain(&plan.http)).await
             } => attempt,
             signal = stop.recv() => {
                 info!("stopped by {signal}; the last token stays in place");
@@ -134,7 +134,7 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
             }
         };
         let result = attempt
-            .map_err(|_| anyhow!("no answer within {:?}", plan.settings.attempt_timeout))
+            .map_err(|_| anyhow!("no answer within {:?}", plan.http.attempt_timeout))
             .and_then(|token| token)
             .and_then(|token| publish(&plan, &output, &token));
         match result {
@@ -147,7 +147,7 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
                 let left = expires.checked_duration_since(Instant::now());
                 warn!(
                     failures,
-                    class = Class::of(&err).label(),
+                    class = Failure::of(&err).label(),
                     token_left_s = left.map(|d| d.as_secs()),
                     "refreshing the token failed; keeping the last good one: {err:#}"
                 );
@@ -159,28 +159,25 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
 /// The first token, with the same retries and deadline as a fetch run.
 async fn first_token(plan: &TokenPlan) -> Result<WebToken> {
     let policy = Policy {
-        attempt_timeout: plan.settings.attempt_timeout,
+        attempt_timeout: plan.http.attempt_timeout,
         ..Policy::default()
     };
-    tokio::time::timeout(
-        plan.timeout,
-        policy.run(|| plan.source.obtain(&plan.settings)),
-    )
-    .await
-    .map_err(|_| {
-        anyhow!(
-            "the {:?} deadline (--timeout) passed before a token was obtained",
-            plan.timeout
-        )
-    })
-    .context(Class::Transient)?
-    .with_context(|| format!("obtaining a token from {}", plan.source.describe()))
+    tokio::time::timeout(plan.timeout, policy.run(|| plan.source.obtain(&plan.http)))
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "the {:?} deadline (--timeout) passed before a token was obtained",
+                plan.timeout
+            )
+        })
+        .context(Failure::Transient)?
+        .with_context(|| format!("obtaining a token from {}", plan.source.describe()))
 }
 
 /// Publishes `token`; returns when it should be considered expired.
-fn publish(plan: &TokenPlan, output: &OutputDir, token: &WebToken) -> Result<Instant> {
+fn publish(plan: &TokenPlan, output: &Publisher, token: &WebToken) -> Result<Instant> {
     let lifetime = token.lifetime();
-    output.publish(&[OutputFile {
+    output.publish(&[NewFile {
         path: &plan.name,
         value: &token.value,
         mode: plan.mode,
@@ -201,13 +198,8 @@ fn refresh_delay(expires: Instant) -> Duration {
     left.mul_f64(REFRESH_AT).max(MIN_REFRESH)
 }
 
-/// Full jitter over a doubling bound, at least half of it so failures do not spin.
 fn retry_delay(failures: u32) -> Duration {
-    let bound = RETRY_FIRST
-        .saturating_mul(1 << failures.saturating_sub(1).min(16))
-        .min(RETRY_MAX);
-    let half = bound / 2;
-    half + Duration::from_millis(fastrand::u64(0..=half.as_millis() as u64))
+    retry::equal_jitter(retry::backoff_bound(RETRY_FIRST, RETRY_MAX, failures))
 }
 
 /// Publishing replaces the whole set in the directory, so a token sharing it with other
@@ -241,7 +233,7 @@ pub fn probe(path: &Path) -> Result<()> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         bail!("the token at {} is empty", path.display());
     }
-    if let Some(expiry) = identity::jwt_expiry(&bytes)
+    if let Some(expiry) = jwt_expiry(&bytes)
         && expiry <= std::time::SystemTime::now()
     {
         bail!("the token at {} has expired", path.display());

@@ -5,8 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use secret_sidecar::plan::validate_file;
-use secret_sidecar::reference::safe_component;
+use secret_sidecar::paths::{safe_component, validate_file};
 use secret_sidecar_fuzz::paths::{assert_single_component, assert_stays_inside};
 
 fuzz_target!(|text: &str| {

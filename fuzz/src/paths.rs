@@ -20,7 +20,7 @@ pub fn assert_single_component(name: &str, from: &str) {
         "file name of {} bytes (from {from:?})",
         name.len()
     );
-    if let Err(err) = secret_sidecar::plan::validate_file(name) {
+    if let Err(err) = secret_sidecar::paths::validate_file(name) {
         panic!("validate_file rejects the derived name {name:?} (from {from:?}): {err:#}");
     }
     assert_stays_inside(name);

@@ -11,18 +11,17 @@ use base64::Engine as _;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{OAuth2Client, Settings, WebToken};
-use crate::cli::ClientAuth;
-use crate::exit::Class;
-use crate::providers::{
-    MAX_RESPONSE_BYTES, ResponseTooLarge, certificate_error, certificate_refused, error_chain,
-    user_agent,
+use super::web_token::{ClientAuth, OAuth2Client, WebToken};
+use crate::exit::Failure;
+use crate::net::{
+    HttpConfig, MAX_RESPONSE_BYTES, ResponseTooLarge, certificate_error, certificate_refused,
+    error_chain, user_agent,
 };
 use crate::retry::RetryAfter;
 use crate::secret::SecretValue;
 
 impl OAuth2Client {
-    pub(super) async fn obtain(&self, settings: &Settings) -> Result<WebToken> {
+    pub(super) async fn obtain(&self, http: &HttpConfig) -> Result<WebToken> {
         let secret = self.read_secret()?;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
         if let Some(scope) = &self.scope {
@@ -42,7 +41,7 @@ impl OAuth2Client {
                 ));
                 let mut value = reqwest::header::HeaderValue::from_str(&header)
                     .context("the client id or secret cannot go in an HTTP header")
-                    .context(Class::Usage)?;
+                    .context(Failure::Usage)?;
                 value.set_sensitive(true);
                 authorization = Some(value);
             }
@@ -58,8 +57,7 @@ impl OAuth2Client {
                 .join("&"),
         );
 
-        let client = crate::https::client(settings.attempt_timeout, settings.ca_file.as_deref())
-            .context("the OAuth2 token request")?;
+        let client = http.client().context("the OAuth2 token request")?;
         let mut request = client
             .post(&self.token_url)
             .header("content-type", "application/x-www-form-urlencoded")
@@ -75,7 +73,7 @@ impl OAuth2Client {
                 true => certificate_error(error_chain(&err)).context(failed),
                 false => anyhow!(error_chain(&err))
                     .context(failed)
-                    .context(Class::Transient),
+                    .context(Failure::Transient),
             }
         })?;
 
@@ -96,14 +94,14 @@ impl OAuth2Client {
                 err = err.context(wait);
             }
             let class = match status {
-                408 | 429 | 500..=599 => Class::Transient,
-                _ => Class::Auth,
+                408 | 429 | 500..=599 => Failure::Transient,
+                _ => Failure::Auth,
             };
             return Err(err).context(class);
         }
         parse_token(&body)
             .with_context(|| format!("the answer of {}", self.token_url))
-            .context(Class::Auth)
+            .context(Failure::Auth)
     }
 
     /// The secret, from its file, without the line break a Kubernetes Secret or `echo`
@@ -113,7 +111,7 @@ impl OAuth2Client {
         let bytes = Zeroizing::new(
             std::fs::read(path)
                 .with_context(|| format!("reading --oauth2-client-secret-file {}", path.display()))
-                .context(Class::Auth)?,
+                .context(Failure::Auth)?,
         );
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| {
@@ -122,14 +120,14 @@ impl OAuth2Client {
                     path.display()
                 )
             })
-            .context(Class::Auth)?;
+            .context(Failure::Auth)?;
         let trimmed = text.trim();
         if trimmed.is_empty() {
             return Err(anyhow!(
                 "--oauth2-client-secret-file {} is empty",
                 path.display()
             ))
-            .context(Class::Auth);
+            .context(Failure::Auth);
         }
         Ok(Zeroizing::new(trimmed.to_owned()))
     }
@@ -148,10 +146,10 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Zeroizing<Vec<u8
         .chunk()
         .await
         .map_err(|err| anyhow!(error_chain(&err)))
-        .context(Class::Transient)?
+        .context(Failure::Transient)?
     {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(anyhow!(ResponseTooLarge)).context(Class::Auth);
+            return Err(anyhow!(ResponseTooLarge)).context(Failure::Auth);
         }
         body.extend_from_slice(&chunk);
     }

@@ -1,4 +1,4 @@
-//! Where the Google identity comes from, read the way google-cloud-auth's Application
+//! Where Application Default Credentials come from, read the way google-cloud-auth's Application
 //! Default Credentials read it (AIP-4110), so the run can log which source it used and name
 //! it in errors. The credentials themselves are always built by google-cloud-auth.
 
@@ -10,14 +10,13 @@ use serde::Deserialize;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use crate::exit::Class;
-
-pub(crate) const METADATA_HOST: &str = "metadata.google.internal";
+use crate::exit::Failure;
+use crate::identity::google::METADATA_HOST;
 
 /// Where Application Default Credentials will come from, read the way google-cloud-auth
 /// reads it (AIP-4110), for the log line and error messages. Only names and addresses
 /// are kept; a key file's private key is never held beyond parsing.
-pub(super) enum Source {
+pub(super) enum AdcSource {
     Metadata {
         host: String,
         /// `metadata.google.internal`, not a `GCE_METADATA_HOST` override.
@@ -48,8 +47,8 @@ pub(super) struct CredentialSourceDetails {
     environment_id: Option<String>,
 }
 
-impl Source {
-    pub(super) fn discover() -> Result<Source> {
+impl AdcSource {
+    pub(super) fn discover() -> Result<AdcSource> {
         let (path, origin) = match std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS") {
             Some(path) => (PathBuf::from(path), "GOOGLE_APPLICATION_CREDENTIALS"),
             None => {
@@ -63,7 +62,7 @@ impl Source {
                             Ok(host) => (host, false),
                             Err(_) => (METADATA_HOST.to_owned(), true),
                         };
-                        return Ok(Source::Metadata { host, default });
+                        return Ok(AdcSource::Metadata { host, default });
                     }
                 }
             }
@@ -71,7 +70,7 @@ impl Source {
         let text = Zeroizing::new(
             std::fs::read_to_string(&path)
                 .with_context(|| format!("reading {origin} file {}", path.display()))
-                .context(Class::Auth)?,
+                .context(Failure::Auth)?,
         );
         let details: FileDetails = serde_json::from_str(&text)
             .map_err(|_| {
@@ -81,8 +80,8 @@ impl Source {
                     path.display()
                 )
             })
-            .context(Class::Auth)?;
-        Ok(Source::File {
+            .context(Failure::Auth)?;
+        Ok(AdcSource::File {
             path,
             origin,
             details,
@@ -92,8 +91,8 @@ impl Source {
     /// A short name for the kind of identity, as logged.
     fn kind(&self) -> String {
         match self {
-            Source::Metadata { .. } => "metadata-server".to_owned(),
-            Source::File { details, .. } => match details.kind.as_str() {
+            AdcSource::Metadata { .. } => "metadata-server".to_owned(),
+            AdcSource::File { details, .. } => match details.kind.as_str() {
                 "external_account" => "external-account".to_owned(),
                 "service_account" => "service-account-key".to_owned(),
                 "authorized_user" => "authorized-user".to_owned(),
@@ -106,17 +105,17 @@ impl Source {
     /// For error messages: the kind and where its inputs are.
     pub(super) fn describe(&self) -> String {
         match self {
-            Source::Metadata {
+            AdcSource::Metadata {
                 host,
                 default: true,
             } => format!(
                 "metadata server at {host}: no GOOGLE_APPLICATION_CREDENTIALS and no gcloud \
                  application-default file"
             ),
-            Source::Metadata { host, .. } => {
+            AdcSource::Metadata { host, .. } => {
                 format!("metadata server at {host} from GCE_METADATA_HOST")
             }
-            Source::File { path, origin, .. } => {
+            AdcSource::File { path, origin, .. } => {
                 let mut text = format!("{} from {origin} {}", self.kind(), path.display());
                 if let Some(subject) = self.subject_token() {
                     text.push_str(&format!(", subject token {subject}"));
@@ -127,7 +126,7 @@ impl Source {
     }
 
     fn subject_token(&self) -> Option<String> {
-        let Source::File { details, .. } = self else {
+        let AdcSource::File { details, .. } = self else {
             return None;
         };
         let source = details.credential_source.as_ref()?;
@@ -151,7 +150,7 @@ impl Source {
     /// The service account an `external_account` or `impersonated_service_account` file
     /// impersonates, from `.../serviceAccounts/EMAIL:generateAccessToken`.
     fn impersonating(&self) -> Option<String> {
-        let Source::File { details, .. } = self else {
+        let AdcSource::File { details, .. } = self else {
             return None;
         };
         let url = details.service_account_impersonation_url.as_deref()?;
@@ -162,7 +161,7 @@ impl Source {
     pub(super) async fn log(&self, timeout: Duration) {
         let source = self.kind();
         match self {
-            Source::Metadata { host, .. } => {
+            AdcSource::Metadata { host, .. } => {
                 let account = metadata_email(host, timeout).await;
                 info!(
                     source = %source,
@@ -171,7 +170,7 @@ impl Source {
                     "GCP identity loaded"
                 );
             }
-            Source::File { path, details, .. } => {
+            AdcSource::File { path, details, .. } => {
                 info!(
                     source = %source,
                     file = %path.display(),
@@ -190,26 +189,6 @@ impl Source {
             }
         }
     }
-}
-
-/// Off Google Cloud, `metadata.google.internal` does not resolve: that is "no credentials"
-/// (exit 3), not a network failure to retry.
-pub(crate) async fn metadata_host_resolves(host: &str) -> Result<()> {
-    let name = format!("{host}:80");
-    let resolved = tokio::task::spawn_blocking(move || {
-        std::net::ToSocketAddrs::to_socket_addrs(&name)
-            .is_ok_and(|mut addrs| addrs.next().is_some())
-    })
-    .await
-    .unwrap_or(false);
-    if !resolved {
-        return Err(anyhow!(
-            "no Google credentials: GOOGLE_APPLICATION_CREDENTIALS is unset, there is no gcloud \
-             application-default file, and {host} does not resolve (not on GKE or GCE)"
-        ))
-        .context(Class::Auth);
-    }
-    Ok(())
 }
 
 /// The metadata server's name for the identity (a service account's email, or the
@@ -241,8 +220,8 @@ async fn metadata_email(host: &str, timeout: Duration) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn file(json: &str) -> Source {
-        Source::File {
+    fn file(json: &str) -> AdcSource {
+        AdcSource::File {
             path: PathBuf::from("/etc/gcp/credential-configuration.json"),
             origin: "GOOGLE_APPLICATION_CREDENTIALS",
             details: serde_json::from_str(json).unwrap(),
@@ -280,7 +259,7 @@ mod tests {
                 "private_key":"-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"}"#,
         );
         assert_eq!(source.kind(), "service-account-key");
-        let Source::File { details, .. } = &source else {
+        let AdcSource::File { details, .. } = &source else {
             unreachable!()
         };
         assert_eq!(

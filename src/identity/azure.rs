@@ -1,6 +1,6 @@
 //! Who the Azure provider authenticates as: the credential `--azure-credential` picks,
 //! the projected-token assertion for workload identity, and what to tell an operator when
-//! Entra ID refuses.
+//! Entra ID refuses. The set-up on Azure's side is in `docs/azure.md`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,13 +19,31 @@ use azure_identity::{
 use tracing::{debug, info};
 use zeroize::Zeroize;
 
-use super::super::error_chain;
-use crate::cli::{AzureCloud, AzureCredential};
-use crate::exit::Class;
+use crate::exit::Failure;
+use crate::net::error_chain;
+
+/// `--azure-credential`: which identity to prove (see the module header).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AzureCredential {
+    #[default]
+    Auto,
+    Workload,
+    Managed,
+    Developer,
+}
+
+/// `--azure-cloud`: a sovereign cloud, for its vault suffix and Entra ID authority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AzureCloud {
+    #[default]
+    Public,
+    China,
+    Usgov,
+}
 
 /// What the run authenticates as, for log lines and error hints. Never holds a token.
 #[derive(Debug)]
-pub(super) struct Identity {
+pub struct Identity {
     /// `WorkloadIdentity`, `ManagedIdentity` or `DeveloperTools`.
     pub kind: &'static str,
     /// Which inputs it uses, e.g. `token file /var/run/... for client ... in tenant ...`.
@@ -35,12 +53,12 @@ pub(super) struct Identity {
 }
 
 /// Picks the credential `--azure-credential` asks for (see the module header).
-pub(super) fn credential(
+pub fn credential(
     choice: AzureCredential,
     cloud: AzureCloud,
     client_options: &ClientOptions,
 ) -> Result<(Arc<dyn TokenCredential>, Identity)> {
-    let var = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let var = crate::env::var;
     let workload = match choice {
         AzureCredential::Auto => var("AZURE_FEDERATED_TOKEN_FILE").is_some(),
         AzureCredential::Workload => true,
@@ -55,7 +73,7 @@ pub(super) fn credential(
     let auth = |err: AzureError, what: &str| {
         Err(anyhow!(error_chain(&err)))
             .context(format!("setting up the Azure {what}"))
-            .context(Class::Auth)
+            .context(Failure::Auth)
     };
 
     if workload {
@@ -74,7 +92,7 @@ pub(super) fn credential(
                  azure.workload.identity/use: \"true\" with an annotated service account?)",
                 missing.join(", ")
             ))
-            .context(Class::Auth);
+            .context(Failure::Auth);
         }
         let (file, client_id, tenant_id) = (
             PathBuf::from(var("AZURE_FEDERATED_TOKEN_FILE").unwrap_or_default()),
@@ -90,7 +108,7 @@ pub(super) fn credential(
                     file.display()
                 )
             })
-            .context(Class::Auth)?;
+            .context(Failure::Auth)?;
         let authority = var("AZURE_AUTHORITY_HOST");
         let mut options = client_options.clone();
         if authority.is_none() {
@@ -207,7 +225,7 @@ impl ClientAssertion for ProjectedToken {
 
 /// Logs the first token the run obtains (kind, scope, lifetime; never the token).
 #[derive(Debug)]
-pub(super) struct Reported {
+pub struct Reported {
     inner: Arc<dyn TokenCredential>,
     kind: &'static str,
     logged: AtomicBool,
@@ -245,7 +263,7 @@ impl TokenCredential for Reported {
 }
 
 /// What an operator should check for the AADSTS codes workload identity set-ups meet.
-pub(super) fn entra_advice(codes: &str) -> Option<&'static str> {
+pub fn entra_advice(codes: &str) -> Option<&'static str> {
     codes.split(',').find_map(|code| {
         Some(match code.trim() {
             "50027" => {

@@ -13,21 +13,21 @@ use aws_credential_types::Credentials;
 use aws_sdk_secretsmanager::config::Region;
 use tracing::info;
 
-use super::{UserAgentSuffix, classify_with};
-use crate::exit::Class;
-use crate::identity::{self, Source};
-use crate::providers::Settings;
+use super::errors::classify_with;
+use super::http::UserAgentSuffix;
+use crate::exit::Failure;
+use crate::identity::web_token::TokenSource;
+use crate::net::HttpConfig;
 
 /// STS's global endpoint is in us-east-1; a configured region selects the regional one.
 const DEFAULT_STS_REGION: &str = "us-east-1";
 
 pub(super) async fn assume_role(
     shared: &SdkConfig,
-    source: &Source,
-    settings: &Settings,
+    source: &TokenSource,
+    http: &HttpConfig,
 ) -> Result<Credentials> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let role_arn = var("AWS_ROLE_ARN")
+    let role_arn = crate::env::var("AWS_ROLE_ARN")
         .ok_or_else(|| {
             anyhow!(
                 "--aws-token-source {} needs AWS_ROLE_ARN: the IAM role whose trust policy \
@@ -35,8 +35,8 @@ pub(super) async fn assume_role(
                 source.kind()
             )
         })
-        .context(Class::Usage)?;
-    let session_name = var("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| {
+        .context(Failure::Usage)?;
+    let session_name = crate::env::var("AWS_ROLE_SESSION_NAME").unwrap_or_else(|| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -44,10 +44,7 @@ pub(super) async fn assume_role(
     });
 
     let token = source
-        .obtain(&identity::Settings {
-            attempt_timeout: settings.attempt_timeout,
-            ca_file: settings.ca_file.clone(),
-        })
+        .obtain(http)
         .await
         .with_context(|| format!("obtaining a web-identity token from {}", source.describe()))?;
     info!(
@@ -68,7 +65,7 @@ pub(super) async fn assume_role(
     // The SDK takes a String; this copy lives until the request is sent.
     let text = std::str::from_utf8(token.value.expose())
         .map_err(|_| anyhow!("{} returned a token that is not text", source.describe()))
-        .context(Class::Auth)?;
+        .context(Failure::Auth)?;
     let answer = sts
         .assume_role_with_web_identity()
         .role_arn(&role_arn)
@@ -86,7 +83,7 @@ pub(super) async fn assume_role(
     let issued = answer
         .credentials
         .ok_or_else(|| anyhow!("STS answered AssumeRoleWithWebIdentity without credentials"))
-        .context(Class::Internal)?;
+        .context(Failure::Internal)?;
     let expiry = SystemTime::try_from(issued.expiration).ok();
     Ok(Credentials::new(
         issued.access_key_id,
@@ -98,10 +95,10 @@ pub(super) async fn assume_role(
 }
 
 /// STS's error codes for AssumeRoleWithWebIdentity, then the HTTP status.
-fn sts_class(code: Option<&str>, status: u16) -> Class {
+fn sts_class(code: Option<&str>, status: u16) -> Failure {
     match code {
         // STS could not reach the token's issuer to fetch its keys: worth another try.
-        Some("IDPCommunicationError" | "Throttling" | "ThrottlingException") => Class::Transient,
+        Some("IDPCommunicationError" | "Throttling" | "ThrottlingException") => Failure::Transient,
         // The token is not accepted, or the role does not trust it.
         Some(
             "InvalidIdentityToken"
@@ -109,10 +106,10 @@ fn sts_class(code: Option<&str>, status: u16) -> Class {
             | "ExpiredTokenException"
             | "AccessDenied"
             | "RegionDisabledException",
-        ) => Class::Auth,
-        Some("ValidationError" | "MalformedPolicyDocument") => Class::Usage,
-        _ if status >= 500 || status == 429 => Class::Transient,
-        _ => Class::Auth,
+        ) => Failure::Auth,
+        Some("ValidationError" | "MalformedPolicyDocument") => Failure::Usage,
+        _ if status >= 500 || status == 429 => Failure::Transient,
+        _ => Failure::Auth,
     }
 }
 
@@ -124,12 +121,12 @@ mod tests {
     fn only_an_unreachable_issuer_or_a_busy_sts_is_retried() {
         assert_eq!(
             sts_class(Some("IDPCommunicationError"), 400),
-            Class::Transient
+            Failure::Transient
         );
-        assert_eq!(sts_class(None, 503), Class::Transient);
-        assert_eq!(sts_class(Some("InvalidIdentityToken"), 400), Class::Auth);
-        assert_eq!(sts_class(Some("AccessDenied"), 403), Class::Auth);
-        assert_eq!(sts_class(Some("ValidationError"), 400), Class::Usage);
-        assert_eq!(sts_class(Some("SomethingNew"), 400), Class::Auth);
+        assert_eq!(sts_class(None, 503), Failure::Transient);
+        assert_eq!(sts_class(Some("InvalidIdentityToken"), 400), Failure::Auth);
+        assert_eq!(sts_class(Some("AccessDenied"), 403), Failure::Auth);
+        assert_eq!(sts_class(Some("ValidationError"), 400), Failure::Usage);
+        assert_eq!(sts_class(Some("SomethingNew"), 400), Failure::Auth);
     }
 }

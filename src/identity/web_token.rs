@@ -1,0 +1,446 @@
+//! Web-identity tokens obtained in-process, for AWS STS `AssumeRoleWithWebIdentity`.
+//!
+//! IRSA hands a pod a token file. Off EKS there is no such file, and the usual answer is a
+//! second sidecar plus a mutating webhook that fetch a token and write one. An init
+//! container needs neither: it can ask the token's issuer itself, exchange the token once,
+//! and exit; or, in `token` mode, keep a file fresh for an app whose own AWS SDK reads
+//! `AWS_WEB_IDENTITY_TOKEN_FILE`.
+//!
+//! ```text
+//! --aws-token-source gcp-metadata --aws-token-audience sts.amazonaws.com
+//!     a Google ID token from the GKE/GCE metadata server (GCE_METADATA_HOST honoured)
+//! --aws-token-source oauth2-client-credentials --oauth2-token-url https://idp/token
+//!     --oauth2-client-id ID --oauth2-client-secret-file /var/run/idp/secret [--oauth2-scope S]
+//!     an access token from any OAuth2 server (Entra ID, Okta, Keycloak, ...)
+//! ```
+//!
+//! Every [`TokenSource::obtain`] makes one attempt, tags its errors with a [`Failure`]
+//! like a provider does, and returns the token in zeroizing memory; it is never logged.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use base64::Engine as _;
+use clap::ValueEnum;
+
+use crate::exit::Failure;
+use crate::net::HttpConfig;
+use crate::secret::SecretValue;
+
+/// `--aws-token-source` and `--aws-token-audience`, with the `--oauth2-*` options they use
+/// (also read by `token` mode).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsTokenArgs {
+    /// AWS only: where the web-identity token for AWS_ROLE_ARN comes from. file is the
+    /// SDK's default chain (IRSA's AWS_WEB_IDENTITY_TOKEN_FILE, static keys, EKS Pod
+    /// Identity, ECS, ...). gcp-metadata asks the Google metadata server for an ID token
+    /// (a GKE or GCE workload reaching AWS; needs --aws-token-audience);
+    /// oauth2-client-credentials asks an OAuth2 server (Entra ID, Okta, Keycloak, ...) for
+    /// an access token (needs the --oauth2-* options). Either token is exchanged once with
+    /// STS AssumeRoleWithWebIdentity (session name: AWS_ROLE_SESSION_NAME) and never
+    /// written to disk.
+    ///
+    /// Example: --aws-token-source gcp-metadata --aws-token-audience sts.amazonaws.com
+    #[arg(
+        long,
+        value_enum,
+        value_name = "SOURCE",
+        env = "SECRET_SIDECAR_AWS_TOKEN_SOURCE",
+        default_value = "file"
+    )]
+    pub aws_token_source: AwsTokenSource,
+
+    /// AWS with --aws-token-source gcp-metadata: the audience of the Google ID token, as
+    /// the IAM role's trust policy expects it (accounts.google.com:aud).
+    ///
+    /// Example: --aws-token-audience sts.amazonaws.com
+    #[arg(
+        long,
+        value_name = "AUDIENCE",
+        env = "SECRET_SIDECAR_AWS_TOKEN_AUDIENCE"
+    )]
+    pub aws_token_audience: Option<String>,
+
+    #[command(flatten)]
+    pub oauth2: OAuth2Args,
+}
+
+/// The OAuth2 client-credentials options, for --aws-token-source and `token --source`
+/// oauth2-client-credentials.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct OAuth2Args {
+    /// OAuth2: the identity provider's token endpoint (https, or http to loopback).
+    ///
+    /// Example: --oauth2-token-url https://login.microsoftonline.com/TENANT/oauth2/v2.0/token
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SECRET_SIDECAR_OAUTH2_TOKEN_URL",
+        global = true
+    )]
+    pub oauth2_token_url: Option<String>,
+
+    /// OAuth2: the client (application) ID.
+    ///
+    /// Example: --oauth2-client-id 00000000-0000-0000-0000-000000000000
+    #[arg(
+        long,
+        value_name = "ID",
+        env = "SECRET_SIDECAR_OAUTH2_CLIENT_ID",
+        global = true
+    )]
+    pub oauth2_client_id: Option<String>,
+
+    /// OAuth2: a file holding the client secret (a mounted Secret), read for every request
+    /// so a rotated secret is used at once. There is no option for the secret itself: it
+    /// would show in the process list.
+    ///
+    /// Example: --oauth2-client-secret-file /var/run/secrets/idp/client-secret
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SECRET_SIDECAR_OAUTH2_CLIENT_SECRET_FILE",
+        global = true
+    )]
+    pub oauth2_client_secret_file: Option<PathBuf>,
+
+    /// OAuth2: the scope to request (space-separated for several), e.g. Entra ID's
+    /// api://APP/.default.
+    ///
+    /// Example: --oauth2-scope api://secret-sidecar-aws/.default
+    #[arg(
+        long,
+        value_name = "SCOPE",
+        env = "SECRET_SIDECAR_OAUTH2_SCOPE",
+        global = true
+    )]
+    pub oauth2_scope: Option<String>,
+
+    /// OAuth2: an audience parameter, for servers that want one (Auth0, some Okta set-ups).
+    ///
+    /// Example: --oauth2-audience sts.amazonaws.com
+    #[arg(
+        long,
+        value_name = "AUDIENCE",
+        env = "SECRET_SIDECAR_OAUTH2_AUDIENCE",
+        global = true
+    )]
+    pub oauth2_audience: Option<String>,
+
+    /// OAuth2: how the client authenticates: basic (HTTP Basic, client_secret_basic, which
+    /// every server must support) or body (client_id and client_secret in the form,
+    /// client_secret_post).
+    ///
+    /// Example: --oauth2-client-auth body
+    #[arg(
+        long,
+        value_enum,
+        value_name = "METHOD",
+        env = "SECRET_SIDECAR_OAUTH2_CLIENT_AUTH",
+        default_value = "basic",
+        global = true
+    )]
+    pub oauth2_client_auth: ClientAuth,
+}
+
+/// `--aws-token-source`: `file` is aws-config's own chain, the others a [`TokenSource`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AwsTokenSource {
+    File,
+    GcpMetadata,
+    Oauth2ClientCredentials,
+}
+
+/// The token sources this module implements (`token --source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenSourceKind {
+    GcpMetadata,
+    Oauth2ClientCredentials,
+}
+
+/// How an OAuth2 client proves itself to the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ClientAuth {
+    #[default]
+    Basic,
+    Body,
+}
+
+impl AwsTokenArgs {
+    /// The token source `--aws-token-source` asks for, checked with the options it needs;
+    /// `None` for `file`, aws-config's default chain.
+    pub fn source(&self) -> Result<Option<TokenSource>> {
+        let kind = match self.aws_token_source {
+            AwsTokenSource::File => {
+                if self.aws_token_audience.is_some() {
+                    bail!("--aws-token-audience is for --aws-token-source gcp-metadata");
+                }
+                return Ok(None);
+            }
+            AwsTokenSource::GcpMetadata => TokenSourceKind::GcpMetadata,
+            AwsTokenSource::Oauth2ClientCredentials => TokenSourceKind::Oauth2ClientCredentials,
+        };
+        TokenSource::from_args(
+            kind,
+            self.aws_token_audience.as_deref(),
+            &self.oauth2,
+            "--aws-token-audience",
+        )
+        .map(Some)
+    }
+}
+
+/// Where a web-identity token comes from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// The metadata server's ID token for `audience`.
+    GcpMetadata { audience: String },
+    /// An OAuth2 access token from the client-credentials grant (RFC 6749 §4.4).
+    OAuth2(OAuth2Client),
+}
+
+/// The client-credentials request, checked. The secret stays in its file, read afresh for
+/// every request so a rotated secret is picked up.
+#[derive(Debug, Clone)]
+pub struct OAuth2Client {
+    pub token_url: String,
+    pub client_id: String,
+    pub secret_file: PathBuf,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub auth: ClientAuth,
+}
+
+/// A token and, when known, when it expires: from the issuer's `expires_in`, else the
+/// JWT's `exp` claim.
+pub struct WebToken {
+    pub value: SecretValue,
+    pub expires_at: Option<SystemTime>,
+}
+
+impl WebToken {
+    /// Builds a token from what an issuer returned: its lifetime in seconds when the
+    /// response said, otherwise read from the token itself.
+    pub fn new(value: SecretValue, expires_in: Option<u64>) -> WebToken {
+        let expires_at = expires_in
+            .map(|seconds| SystemTime::now() + Duration::from_secs(seconds))
+            .or_else(|| jwt_expiry(value.expose()));
+        WebToken { value, expires_at }
+    }
+
+    /// Time left before expiry, if the expiry is known.
+    pub fn lifetime(&self) -> Option<Duration> {
+        self.expires_at
+            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
+    }
+}
+
+impl TokenSource {
+    /// Checks the options for `kind`; a missing or misplaced option is a usage error.
+    pub fn from_args(
+        kind: TokenSourceKind,
+        audience: Option<&str>,
+        oauth2: &OAuth2Args,
+        audience_flag: &str,
+    ) -> Result<TokenSource> {
+        let source = match kind {
+            TokenSourceKind::GcpMetadata => {
+                let Some(audience) = audience.filter(|a| !a.trim().is_empty()) else {
+                    bail!(
+                        "the gcp-metadata token source needs {audience_flag}: the audience \
+                         the AWS identity provider expects (often sts.amazonaws.com or the \
+                         IAM OIDC provider's client ID)"
+                    );
+                };
+                if oauth2.oauth2_token_url.is_some() {
+                    bail!("--oauth2-* options are for the oauth2-client-credentials source");
+                }
+                TokenSource::GcpMetadata {
+                    audience: audience.trim().to_owned(),
+                }
+            }
+            TokenSourceKind::Oauth2ClientCredentials => {
+                if audience.is_some() {
+                    bail!(
+                        "{audience_flag} is for the gcp-metadata source; an OAuth2 token's \
+                         audience comes from --oauth2-scope or --oauth2-audience"
+                    );
+                }
+                TokenSource::OAuth2(OAuth2Client::from_args(oauth2)?)
+            }
+        };
+        Ok(source)
+    }
+
+    /// One attempt at a token.
+    pub async fn obtain(&self, http: &HttpConfig) -> Result<WebToken> {
+        let token = match self {
+            TokenSource::GcpMetadata { audience } => gcp_id_token(audience, http).await,
+            TokenSource::OAuth2(client) => client.obtain(http).await,
+        }?;
+        if token.value.is_empty() {
+            return Err(anyhow!("{} returned an empty token", self.describe()))
+                .context(Failure::Auth);
+        }
+        Ok(token)
+    }
+
+    /// The source's name on the command line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TokenSource::GcpMetadata { .. } => "gcp-metadata",
+            TokenSource::OAuth2(_) => "oauth2-client-credentials",
+        }
+    }
+
+    /// Where the token comes from, for logs and errors (no secret in it).
+    pub fn describe(&self) -> String {
+        match self {
+            TokenSource::GcpMetadata { audience } => {
+                format!("the Google metadata server (ID token for audience {audience})")
+            }
+            TokenSource::OAuth2(client) => format!(
+                "the OAuth2 token endpoint {} (client {})",
+                client.token_url, client.client_id
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "gcp")]
+async fn gcp_id_token(audience: &str, http: &HttpConfig) -> Result<WebToken> {
+    let token = super::google::id_token(audience, http.attempt_timeout).await?;
+    Ok(WebToken::new(token, None))
+}
+
+#[cfg(not(feature = "gcp"))]
+async fn gcp_id_token(_audience: &str, _http: &HttpConfig) -> Result<WebToken> {
+    Err(anyhow!(
+        "this build has no Google support; the gcp-metadata token source needs the gcp \
+         feature (the default image has it)"
+    ))
+    .context(Failure::Usage)
+}
+
+impl OAuth2Client {
+    fn from_args(args: &OAuth2Args) -> Result<OAuth2Client> {
+        let missing: Vec<&str> = [
+            ("--oauth2-token-url", args.oauth2_token_url.is_none()),
+            ("--oauth2-client-id", args.oauth2_client_id.is_none()),
+            (
+                "--oauth2-client-secret-file",
+                args.oauth2_client_secret_file.is_none(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(flag, absent)| absent.then_some(flag))
+        .collect();
+        if !missing.is_empty() {
+            bail!(
+                "the oauth2-client-credentials token source needs {}",
+                missing.join(", ")
+            );
+        }
+        let token_url = args.oauth2_token_url.clone().unwrap_or_default();
+        crate::net::https_or_loopback("--oauth2-token-url", &token_url, "the client secret")?;
+        let client_id = args.oauth2_client_id.clone().unwrap_or_default();
+        if client_id.trim().is_empty() {
+            bail!("--oauth2-client-id is empty");
+        }
+        Ok(OAuth2Client {
+            token_url,
+            client_id,
+            secret_file: args.oauth2_client_secret_file.clone().unwrap_or_default(),
+            scope: args.oauth2_scope.clone().filter(|s| !s.trim().is_empty()),
+            audience: args
+                .oauth2_audience
+                .clone()
+                .filter(|s| !s.trim().is_empty()),
+            auth: args.oauth2_client_auth,
+        })
+    }
+}
+
+/// The `exp` claim of a JWT, read without verifying anything: only to schedule a refresh.
+/// Opaque tokens and malformed JWTs have no known expiry.
+pub fn jwt_expiry(token: &[u8]) -> Option<SystemTime> {
+    let text = std::str::from_utf8(token).ok()?;
+    let mut parts = text.trim().split('.');
+    let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .ok()?,
+    );
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        exp: Option<f64>,
+    }
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims.exp.filter(|e| e.is_finite() && *e > 0.0)?;
+    Some(UNIX_EPOCH + Duration::from_secs(exp as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(claims: &str) -> Vec<u8> {
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.c2ln",
+            engine.encode(r#"{"alg":"RS256"}"#),
+            engine.encode(claims)
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn expiry_comes_from_the_jwt_when_the_issuer_gives_no_lifetime() {
+        let token = WebToken::new(SecretValue::new(jwt(r#"{"exp":4102444800}"#)), None);
+        assert_eq!(
+            token.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(4_102_444_800))
+        );
+        let token = WebToken::new(SecretValue::new(jwt(r#"{"exp":4102444800}"#)), Some(60));
+        let left = token.lifetime().unwrap();
+        assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn opaque_and_malformed_tokens_have_no_expiry() {
+        assert_eq!(jwt_expiry(b"opaque-access-token"), None);
+        assert_eq!(jwt_expiry(b"a.b"), None);
+        assert_eq!(jwt_expiry(&jwt(r#"{"sub":"x"}"#)), None);
+        assert_eq!(jwt_expiry(&jwt(r#"{"exp":"soon"}"#)), None);
+        assert_eq!(jwt_expiry(&jwt(r#"{"exp":-5}"#)), None);
+        assert_eq!(jwt_expiry(b"a.!!!.c"), None);
+    }
+
+    #[test]
+    fn each_source_names_what_it_needs() {
+        let none = OAuth2Args::default();
+        let err = TokenSource::from_args(TokenSourceKind::GcpMetadata, None, &none, "--audience")
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("--audience"));
+        let err =
+            TokenSource::from_args(TokenSourceKind::Oauth2ClientCredentials, None, &none, "-")
+                .unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("--oauth2-token-url, --oauth2-client-id, --oauth2-client-secret-file")
+        );
+        let source = TokenSource::from_args(
+            TokenSourceKind::GcpMetadata,
+            Some(" sts.amazonaws.com "),
+            &none,
+            "--audience",
+        )
+        .unwrap();
+        assert!(source.describe().contains("audience sts.amazonaws.com"));
+    }
+}
