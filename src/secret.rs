@@ -1,9 +1,10 @@
 //! The one type that holds secret bytes.
 //!
 //! A [`SecretValue`] owns its bytes in memory that is zeroed when dropped, prints as
-//! `<redacted N bytes>` under both `Debug` and `Display`, and has no `Clone`, `Serialize`
-//! or accessor that returns a `String`. Anything that needs the bytes borrows them with
-//! [`SecretValue::expose`], which is easy to search for in review.
+//! `<redacted N bytes>` under `Debug`, and has no `Display` (so `format!("{value}")` does
+//! not compile), `Clone`, `Serialize` or accessor that returns a `String`. Anything that
+//! needs the bytes borrows them with [`SecretValue::expose`], which is easy to search for
+//! in review.
 
 use std::fmt;
 
@@ -41,12 +42,6 @@ impl fmt::Debug for SecretValue {
     }
 }
 
-impl fmt::Display for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,7 +50,6 @@ mod tests {
     fn never_prints_its_bytes() {
         let value = SecretValue::from_string("hunter2-sentinel".to_owned());
         assert_eq!(format!("{value:?}"), "<redacted 16 bytes>");
-        assert_eq!(format!("{value}"), "<redacted 16 bytes>");
         assert_eq!(format!("{value:#?}"), "<redacted 16 bytes>");
         assert_eq!(value.expose(), b"hunter2-sentinel");
     }
