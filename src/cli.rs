@@ -13,7 +13,7 @@ use clap::Parser;
 
 use crate::exit::HELP_TABLE;
 #[cfg(feature = "aws")]
-use crate::identity::web_token::{AwsTokenArgs, TokenSourceKind};
+use crate::identity::options::{AwsTokenArgs, TokenSourceKind};
 use crate::logging::LogFormat;
 #[cfg(feature = "aws")]
 use crate::providers::aws::AwsArgs;

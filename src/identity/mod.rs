@@ -3,7 +3,7 @@
 //! - [`web_token`] (AWS builds): web-identity tokens obtained in-process, a Google ID token
 //!   from the metadata server or an OAuth2 client-credentials access token, for STS
 //!   `AssumeRoleWithWebIdentity`; used by the AWS provider (`--aws-token-source`) and by
-//!   `token` mode, with the options that choose them;
+//!   `token` mode; [`options`] holds the options that choose them;
 //! - [`oauth2`] (AWS builds): the client-credentials request itself;
 //! - [`google`] (Google builds): the metadata server and Google credential errors, shared
 //!   by the gcp-metadata token source and the Secret Manager provider;
@@ -19,5 +19,7 @@ pub mod azure;
 pub mod google;
 #[cfg(feature = "aws")]
 pub mod oauth2;
+#[cfg(feature = "aws")]
+pub mod options;
 #[cfg(feature = "aws")]
 pub mod web_token;

@@ -11,7 +11,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::web_token::{ClientAuth, OAuth2Client, WebToken};
+use super::options::ClientAuth;
+use super::web_token::{OAuth2Client, WebToken};
 use crate::exit::Failure;
 use crate::net::{
     HttpConfig, MAX_RESPONSE_BYTES, ResponseTooLarge, certificate_error, certificate_refused,

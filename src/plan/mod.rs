@@ -7,20 +7,21 @@
 //! providers' options), so a usage error never costs a round trip and never leaves
 //! anything behind.
 
+mod entries;
 mod legacy;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::cli::Cli;
-use crate::config::{AggregateFormat, ConfigFile, FileEntry, SecretEntry};
+use crate::config::ConfigFile;
 use crate::exit::Failure;
 use crate::net::{CaBundle, HttpConfig};
 use crate::paths::{Owner, check_collisions, parse_mode, parse_owner, validate_file};
 use crate::providers::Setup;
-use crate::reference::{Format, JsonKey, SecretRef};
+use crate::reference::{Format, SecretRef};
 use crate::retry::Policy;
 use crate::shape::AggregateKind;
 
@@ -98,11 +99,11 @@ impl Plan {
             let config = ConfigFile::load(path)?;
             for (index, entry) in config.secrets.into_iter().enumerate() {
                 let place = format!("{} secrets[{index}]", path.display());
-                items.push(config_item(entry, mode, owner).with_context(|| place)?);
+                items.push(entries::item(entry, mode, owner).with_context(|| place)?);
             }
             for (index, entry) in config.files.into_iter().enumerate() {
                 let place = format!("{} files[{index}]", path.display());
-                aggregates.push(aggregate(entry, mode, owner).with_context(|| place)?);
+                aggregates.push(entries::aggregate(entry, mode, owner).with_context(|| place)?);
             }
         }
 
@@ -174,6 +175,7 @@ pub fn split_file(arg: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// An item for `reference`, its file named by the user or derived from the reference.
 fn item(
     reference: SecretRef,
     file: Option<String>,
@@ -190,105 +192,6 @@ fn item(
         mode: options.mode.unwrap_or(mode),
         owner: options.owner.or(owner),
         reference,
-    })
-}
-
-/// A config entry: its fields and the reference's own `?options` may not both set a thing.
-fn config_item(entry: SecretEntry, mode: u32, owner: Option<Owner>) -> Result<Item> {
-    let mut reference = SecretRef::parse(&entry.reference)?;
-    let twice = |what: &str| {
-        anyhow!(
-            "'{}' sets {what} in the reference and in the entry; give one",
-            entry.reference
-        )
-    };
-    if let Some(key) = &entry.key {
-        if reference.key.is_some() {
-            return Err(twice("a key"));
-        }
-        reference.key = Some(JsonKey::parse(key)?);
-    }
-    let options = &mut reference.options;
-    if entry
-        .format
-        .is_some_and(|f| options.format.replace(f).is_some())
-    {
-        return Err(twice("format"));
-    }
-    if entry
-        .optional
-        .is_some_and(|o| options.optional.replace(o).is_some())
-    {
-        return Err(twice("optional"));
-    }
-    if let Some(text) = &entry.mode
-        && options.mode.replace(parse_mode(text)?).is_some()
-    {
-        return Err(twice("mode"));
-    }
-    if let Some(text) = &entry.owner
-        && options.owner.replace(parse_owner(text)?).is_some()
-    {
-        return Err(twice("owner"));
-    }
-    item(reference, entry.file, mode, owner)
-}
-
-fn aggregate(entry: FileEntry, mode: u32, owner: Option<Owner>) -> Result<Aggregate> {
-    validate_file(&entry.file)
-        .with_context(|| format!("file name '{}'", entry.file.escape_debug()))?;
-    let kind = match (entry.format, entry.template, entry.template_file) {
-        (AggregateFormat::Template, Some(text), None) => AggregateKind::Template(text),
-        (AggregateFormat::Template, None, Some(path)) => AggregateKind::Template(
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read template_file {}", path.display()))?,
-        ),
-        (AggregateFormat::Template, _, _) => {
-            bail!("format: template needs exactly one of template or template_file")
-        }
-        (AggregateFormat::Env, None, None) => AggregateKind::Env,
-        (AggregateFormat::Json, None, None) => AggregateKind::Json,
-        _ => bail!("template and template_file belong to format: template only"),
-    };
-    if entry.values.is_empty() && !matches!(kind, AggregateKind::Template(_)) {
-        bail!("'{}' has no values", entry.file);
-    }
-    let mut values = Vec::new();
-    for (name, text) in entry.values {
-        let identifier = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !identifier && !matches!(kind, AggregateKind::Json) {
-            bail!("'{name}' is not a variable name ([A-Za-z_][A-Za-z0-9_]*)");
-        }
-        let reference = SecretRef::parse(&text).with_context(|| format!("value {name}"))?;
-        let options = &reference.options;
-        if options.optional.is_some() || options.mode.is_some() || options.owner.is_some() {
-            bail!("value {name}: optional, mode and owner apply to files, not to values");
-        }
-        if options.format == Some(Format::Explode) {
-            bail!("value {name}: format=explode makes files, not a value");
-        }
-        values.push((name, reference));
-    }
-    if let AggregateKind::Template(source) = &kind {
-        crate::shape::check_template(source)?;
-    }
-    Ok(Aggregate {
-        file: entry.file,
-        kind,
-        values,
-        mode: entry
-            .mode
-            .as_deref()
-            .map(parse_mode)
-            .transpose()?
-            .unwrap_or(mode),
-        owner: entry
-            .owner
-            .as_deref()
-            .map(parse_owner)
-            .transpose()?
-            .or(owner),
     })
 }
 

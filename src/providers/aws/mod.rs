@@ -42,7 +42,8 @@ use tracing::{debug, info};
 
 use super::{Fetched, Provider};
 use crate::exit::Failure;
-use crate::identity::web_token::{AwsTokenArgs, TokenSource};
+use crate::identity::options::AwsTokenArgs;
+use crate::identity::web_token::TokenSource;
 use crate::net::{HttpConfig, certificate_error, certificate_refused, error_chain};
 use crate::secret::SecretValue;
 use errors::{classify, credentials_class};
