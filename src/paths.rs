@@ -31,6 +31,14 @@ pub fn validate_file(path: &str) -> Result<()> {
     if path.contains('\0') {
         bail!("contains a NUL byte");
     }
+    if let Some(c) = path.chars().find(|c| is_unprintable(*c)) {
+        // A name can come from a secret's JSON members: shown escaped, never raw.
+        bail!(
+            "contains the control character {}, which would let a file name forge log lines \
+             or reorder what a terminal shows",
+            c.escape_unicode()
+        );
+    }
     if path.starts_with('/') {
         bail!("is absolute; give a path relative to --output-dir");
     }
@@ -55,6 +63,13 @@ pub fn validate_file(path: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Characters that change how text around them is shown rather than being shown: the C0
+/// and C1 controls (newlines, escapes) and Unicode's bidirectional formatting characters.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Two outputs collide when they name the same file (ignoring case, since the app may
@@ -166,6 +181,13 @@ mod tests {
             "a//b",
             "a/",
             "nul\0byte",
+            "new\nline",
+            "car\rriage",
+            "esc\x1b[31m",
+            "tab\tbed",
+            "c1\u{85}",
+            "rtl\u{202e}gpj.exe",
+            "isolate\u{2067}x",
             "x".repeat(256).as_str(),
             long_path.as_str(),
         ] {
