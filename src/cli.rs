@@ -14,7 +14,7 @@ use clap::Parser;
 use crate::exit::HELP_TABLE;
 #[cfg(feature = "aws")]
 use crate::identity::options::{AwsTokenArgs, TokenSourceKind};
-use crate::logging::LogFormat;
+use crate::logging::LogArgs;
 #[cfg(feature = "aws")]
 use crate::providers::aws::AwsArgs;
 #[cfg(feature = "azure")]
@@ -144,19 +144,8 @@ pub struct Cli {
     )]
     pub concurrency: usize,
 
-    /// Log line format on stderr. The level comes from RUST_LOG (default: info for
-    /// secret-sidecar, warn for libraries).
-    ///
-    /// Example: --log-format json
-    #[arg(
-        long,
-        value_enum,
-        value_name = "FORMAT",
-        env = "SECRET_SIDECAR_LOG_FORMAT",
-        default_value = "text",
-        global = true
-    )]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub log: LogArgs,
 
     #[cfg(feature = "aws")]
     #[command(flatten)]

@@ -16,7 +16,7 @@ use secret_sidecar::{cli, init, logging};
 fn main() -> ExitCode {
     // clap exits by itself: 0 for --help and --version, 2 for a malformed command line.
     let cli = cli::Cli::parse();
-    logging::init(cli.log_format);
+    logging::init(&cli.log);
     let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
     for name in cli::unknown_env_vars(names) {
         tracing::warn!("{name} is set but no option reads it (misspelt?); see --help");
