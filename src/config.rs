@@ -16,6 +16,7 @@
 //!     values:                       # NAME: REF, each a string
 //!       DB_PASSWORD: aws://prod/db#password
 //!     template: "..."               # template only (or template_file: PATH)
+//!     multiline: false              # env only: allow line breaks in values
 //!     mode: "0400"
 //!     owner: "1000"
 //! ```
@@ -63,6 +64,9 @@ pub struct FileEntry {
     pub values: BTreeMap<String, String>,
     pub template: Option<String>,
     pub template_file: Option<PathBuf>,
+    /// `format: env` only: let values hold line breaks (quoted), for readers known to
+    /// handle them; refused by default.
+    pub multiline: Option<bool>,
     pub mode: Option<String>,
     pub owner: Option<String>,
 }

@@ -19,8 +19,11 @@ use crate::secret::SecretValue;
 /// The kinds of file assembled from several secrets (`files:` in the config).
 #[derive(Debug)]
 pub enum AggregateKind {
-    /// `NAME='value'` lines that `sh` and dotenv parsers read back alike.
-    Env,
+    /// `NAME='value'` lines that `sh` and dotenv parsers read back alike. A value with a
+    /// line break is refused unless `multiline`: line-oriented readers (Docker's
+    /// `--env-file`, `while read` loops, older dotenv versions) would take each line for a
+    /// variable of its own.
+    Env { multiline: bool },
     /// One JSON object of strings.
     Json,
     /// A minijinja template, checked when the plan is built.
@@ -82,7 +85,7 @@ fn decode_base64(value: &SecretValue) -> Result<SecretValue> {
 /// JSON object (a whole secret, no `#KEY`) is available as an object: `{{ db.password }}`.
 pub fn aggregate(kind: &AggregateKind, values: &[(&str, SecretValue)]) -> Result<SecretValue> {
     match kind {
-        AggregateKind::Env => env_file(values),
+        AggregateKind::Env { multiline } => env_file(values, *multiline),
         AggregateKind::Json => json_file(values),
         AggregateKind::Template(source) => template(source, values),
     }
@@ -99,12 +102,20 @@ fn text<'v>(name: &str, value: &'v SecretValue) -> Result<&'v str> {
 /// double-quoted, which they all read the same way only without `"`, `\`, `$` and `` ` ``.
 /// Anything else has no spelling every parser agrees on, and is refused rather than
 /// published wrong; so is `${`, which python-dotenv expands in every quoting.
-fn env_file(values: &[(&str, SecretValue)]) -> Result<SecretValue> {
+fn env_file(values: &[(&str, SecretValue)], multiline: bool) -> Result<SecretValue> {
     let mut out = Zeroizing::new(String::new());
     for (name, value) in values {
         let value = text(name, value)?;
         if value.contains('\0') {
             bail!("value {name} contains a NUL byte, which no environment variable can hold");
+        }
+        if !multiline && value.contains(['\n', '\r']) {
+            bail!(
+                "value {name} contains a line break: a line-oriented reader (docker --env-file, \
+                 a `while read` loop) would read the next line as a variable of its own. Publish \
+                 it as its own file, or set multiline: true on this file if every reader \
+                 handles quoted line breaks (sh, python-dotenv, Node's dotenv)"
+            );
         }
         if value.contains("${") {
             bail!(
@@ -227,7 +238,7 @@ mod tests {
     #[test]
     fn env_quoting_chooses_the_form_every_parser_reads_alike() {
         let out = render(
-            &AggregateKind::Env,
+            &AggregateKind::Env { multiline: true },
             &[
                 ("A", "plain"),
                 ("B", "it's"),
@@ -249,10 +260,29 @@ mod tests {
             "nul\0",
             "${PATH}",
         ] {
-            let err = render(&AggregateKind::Env, &[("A", bad)]).unwrap_err();
+            let err = render(&AggregateKind::Env { multiline: true }, &[("A", bad)]).unwrap_err();
             assert_eq!(Failure::of(&err), Failure::BadData);
             assert!(!format!("{err:#}").contains(bad), "{err:#}");
         }
+    }
+
+    #[test]
+    fn line_breaks_in_env_values_need_the_files_consent() {
+        let single_line = AggregateKind::Env { multiline: false };
+        for injected in ["x\nLD_PRELOAD=/tmp/evil.so", "x\rLD_PRELOAD=/tmp/evil.so"] {
+            let err = render(&single_line, &[("DB_PASSWORD", injected)]).unwrap_err();
+            assert_eq!(Failure::of(&err), Failure::BadData);
+            let text = format!("{err:#}");
+            assert!(
+                text.contains("DB_PASSWORD") && text.contains("line break"),
+                "{text}"
+            );
+            assert!(!text.contains("LD_PRELOAD"), "{text}");
+        }
+        assert_eq!(
+            render(&single_line, &[("A", "one line")]).unwrap(),
+            "A='one line'\n"
+        );
     }
 
     #[test]

@@ -191,7 +191,7 @@ fn env_file_round_trips_through_sh_and_dotenv() {
     let out = Scratch::tmpfs("env");
     let dir = Scratch::disk("env-config");
     let mut text =
-        "files:\n  - file: app.env\n    format: env\n    mode: \"0400\"\n    values:\n".to_owned();
+        "files:\n  - file: app.env\n    format: env\n    multiline: true\n    mode: \"0400\"\n    values:\n".to_owned();
     for (key, _) in TRICKY {
         text.push_str(&format!("      {key}: aws://{name}#{key}\n"));
     }
@@ -283,6 +283,42 @@ fn env_file_refuses_a_value_no_parser_agrees_on() {
             .expect_no_leak(SENTINEL.as_bytes());
         out.expect_empty();
     }
+}
+
+/// A value with a line break would set a variable of its own for a line-oriented reader
+/// (docker --env-file, `while read`): refused unless the file says its readers cope.
+#[test]
+fn env_file_refuses_line_breaks_unless_the_file_allows_them() {
+    let mut seed = Seeder::new();
+    let name = unique("env-newline");
+    seed.string(&name, &format!("{SENTINEL}\nLD_PRELOAD=/tmp/evil.so"));
+    let out = Scratch::tmpfs("env-newline");
+    let dir = Scratch::disk("env-newline-config");
+    let entry = |extra: &str| {
+        format!(
+            "files:\n  - file: app.env\n    format: env\n{extra}    values:\n      DB_PASSWORD: aws://{name}\n"
+        )
+    };
+    sidecar(&out)
+        .arg("--config")
+        .arg(config(&dir, &entry("")))
+        .run()
+        .expect_code(7)
+        .expect_stderr("value DB_PASSWORD contains a line break")
+        .expect_no_leak(SENTINEL.as_bytes())
+        .expect_no_leak(b"LD_PRELOAD=/tmp/evil.so");
+    out.expect_empty();
+
+    sidecar(&out)
+        .arg("--config")
+        .arg(config(&dir, &entry("    multiline: true\n")))
+        .run()
+        .expect_code(0);
+    let published = String::from_utf8(out.read("app.env")).unwrap();
+    assert_eq!(
+        published,
+        format!("DB_PASSWORD='{SENTINEL}\nLD_PRELOAD=/tmp/evil.so'\n")
+    );
 }
 
 #[test]

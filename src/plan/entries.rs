@@ -63,10 +63,15 @@ pub(super) fn aggregate(entry: FileEntry, mode: u32, owner: Option<Owner>) -> Re
         (AggregateFormat::Template, _, _) => {
             bail!("format: template needs exactly one of template or template_file")
         }
-        (AggregateFormat::Env, None, None) => AggregateKind::Env,
+        (AggregateFormat::Env, None, None) => AggregateKind::Env {
+            multiline: entry.multiline.unwrap_or(false),
+        },
         (AggregateFormat::Json, None, None) => AggregateKind::Json,
         _ => bail!("template and template_file belong to format: template only"),
     };
+    if entry.multiline.is_some() && !matches!(kind, AggregateKind::Env { .. }) {
+        bail!("multiline belongs to format: env only");
+    }
     if entry.values.is_empty() && !matches!(kind, AggregateKind::Template(_)) {
         bail!("'{}' has no values", entry.file);
     }
