@@ -23,7 +23,7 @@ case "$seconds" in
 esac
 
 cargo_fuzz_version=0.13.2
-targets=(reference file_name config json_key)
+targets=(reference file_name config json_key token_response)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "error: cargo-fuzz needs a nightly toolchain: rustup toolchain install nightly" >&2

@@ -190,7 +190,10 @@ fn publish(plan: &TokenPlan, output: &Publisher, token: &WebToken) -> Result<Ins
         expires_in_s = lifetime.map(|d| d.as_secs()),
         "token published"
     );
-    Ok(Instant::now() + lifetime.unwrap_or(ASSUMED_LIFETIME))
+    let now = Instant::now();
+    Ok(now
+        .checked_add(lifetime.unwrap_or(ASSUMED_LIFETIME))
+        .unwrap_or(now))
 }
 
 fn refresh_delay(expires: Instant) -> Duration {

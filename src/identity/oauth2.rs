@@ -89,7 +89,7 @@ impl OAuth2Client {
             .with_context(|| format!("reading the answer of {}", self.token_url))?;
         if status != 200 {
             // A server that echoes the request must not make the log carry the secret.
-            let detail = describe_error(&body).replace(secret.as_str(), "<redacted>");
+            let detail = describe_error(&body, &[&self.client_id], &secret);
             let mut err = anyhow!("{} answered HTTP {status}{detail}", self.token_url);
             if let Some(wait) = retry_after {
                 err = err.context(wait);
@@ -164,7 +164,8 @@ struct TokenResponse {
     expires_in: Option<serde_json::Value>,
 }
 
-fn parse_token(body: &[u8]) -> Result<WebToken> {
+/// Reads a token endpoint's successful answer (RFC 6749 §5.1). Public for the fuzz target.
+pub fn parse_token(body: &[u8]) -> Result<WebToken> {
     let parsed: TokenResponse = serde_json::from_slice(body)
         .map_err(|_| anyhow!("the token response is not the JSON object RFC 6749 describes"))?;
     let token = parsed
@@ -181,8 +182,9 @@ fn parse_token(body: &[u8]) -> Result<WebToken> {
 
 /// `: invalid_client (Client authentication failed)`, from an RFC 6749 §5.2 error body;
 /// nothing for a body that is not one (an HTML error page is not worth showing). Only the
-/// two documented fields are shown, cut short, without control characters.
-fn describe_error(body: &[u8]) -> String {
+/// two documented fields are shown, cut short, without control characters, and with the
+/// client secret redacted first in every spelling the request carried it in.
+fn describe_error(body: &[u8], client_id: &[&str], secret: &str) -> String {
     #[derive(Deserialize)]
     struct ErrorBody {
         error: Option<String>,
@@ -191,7 +193,12 @@ fn describe_error(body: &[u8]) -> String {
     let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
         return String::new();
     };
+    let forms = secret_forms(client_id, secret);
     let clean = |text: String, max: usize| -> String {
+        let mut text = Zeroizing::new(text);
+        for form in forms.iter() {
+            *text = text.replace(form.as_str(), "<redacted>");
+        }
         text.chars().filter(|c| !c.is_control()).take(max).collect()
     };
     match (parsed.error, parsed.error_description) {
@@ -200,6 +207,27 @@ fn describe_error(body: &[u8]) -> String {
         (None, Some(text)) => format!(": {}", clean(text, 300)),
         (None, None) => String::new(),
     }
+}
+
+/// The secret as the request sent it and as a server might echo it: as is, form-encoded
+/// (`+` or `%20` for a space), and inside the Basic credentials (`id:secret` in base64,
+/// encoded or not), longest first so a longer spelling is redacted whole.
+fn secret_forms(client_ids: &[&str], secret: &str) -> Zeroizing<Vec<String>> {
+    let base64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let encoded = encode(secret);
+    let mut forms = vec![
+        secret.to_owned(),
+        encoded.clone(),
+        encoded.replace('+', "%20"),
+    ];
+    for id in client_ids {
+        forms.push(base64(&format!("{}:{encoded}", encode(id))));
+        forms.push(base64(&format!("{id}:{secret}")));
+    }
+    forms.retain(|form| !form.is_empty());
+    forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+    forms.dedup();
+    Zeroizing::new(forms)
 }
 
 #[cfg(test)]
@@ -224,11 +252,37 @@ mod tests {
     fn error_bodies_show_only_the_documented_fields() {
         assert_eq!(
             describe_error(
-                br#"{"error":"invalid_client","error_description":"bad\nsecret","trace_id":"x"}"#
+                br#"{"error":"invalid_client","error_description":"bad\nsecret","trace_id":"x"}"#,
+                &["app"],
+                "s3cr3t"
             ),
             ": invalid_client (badsecret)"
         );
-        assert_eq!(describe_error(b"<html>oops</html>"), "");
+        assert_eq!(describe_error(b"<html>oops</html>", &["app"], "s3cr3t"), "");
+    }
+
+    #[test]
+    fn an_echoed_secret_is_redacted_in_every_spelling_before_the_cut() {
+        let (id, secret) = ("app id", "hunter2 sentinel&x=y");
+        let encoded = encode(secret);
+        let basic = |text: String| base64::engine::general_purpose::STANDARD.encode(text);
+        for echoed in [
+            secret.to_owned(),
+            encoded.clone(),
+            encoded.replace('+', "%20"),
+            basic(format!("{}:{encoded}", encode(id))),
+            basic(format!("{id}:{secret}")),
+        ] {
+            // Placed where the 300-character cut would split it.
+            let description = format!("{}{echoed} trailing", "x".repeat(290));
+            let body =
+                serde_json::json!({"error": "invalid_client", "error_description": description});
+            let shown = describe_error(body.to_string().as_bytes(), &[id], secret);
+            for piece in echoed.as_bytes().windows(8) {
+                let piece = String::from_utf8_lossy(piece);
+                assert!(!shown.contains(&*piece), "{echoed:?} shows as {shown:?}");
+            }
+        }
     }
 
     #[test]

@@ -56,20 +56,30 @@ pub struct WebToken {
     pub expires_at: Option<SystemTime>,
 }
 
+/// The longest lifetime a token is taken to have, whatever its issuer says: web-identity
+/// tokens last minutes to hours (STS accepts up to 12 hours of session), and a larger or
+/// absurd figure (`expires_in` near 2^64) must neither overflow the clock nor postpone
+/// the next refresh for years.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+
 impl WebToken {
     /// Builds a token from what an issuer returned: its lifetime in seconds when the
-    /// response said, otherwise read from the token itself.
+    /// response said, otherwise read from the token itself; at most [`MAX_LIFETIME`].
     pub fn new(value: SecretValue, expires_in: Option<u64>) -> WebToken {
+        let now = SystemTime::now();
         let expires_at = expires_in
-            .map(|seconds| SystemTime::now() + Duration::from_secs(seconds))
+            .and_then(|seconds| now.checked_add(Duration::from_secs(seconds).min(MAX_LIFETIME)))
             .or_else(|| jwt_expiry(value.expose()));
         WebToken { value, expires_at }
     }
 
-    /// Time left before expiry, if the expiry is known.
+    /// Time left before expiry, if the expiry is known; at most [`MAX_LIFETIME`].
     pub fn lifetime(&self) -> Option<Duration> {
-        self.expires_at
-            .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())
+        self.expires_at.map(|at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .min(MAX_LIFETIME)
+        })
     }
 }
 
@@ -219,7 +229,8 @@ pub fn jwt_expiry(token: &[u8]) -> Option<SystemTime> {
     }
     let claims: Claims = serde_json::from_slice(&bytes).ok()?;
     let exp = claims.exp.filter(|e| e.is_finite() && *e > 0.0)?;
-    Some(UNIX_EPOCH + Duration::from_secs(exp as u64))
+    // A time the clock cannot hold is no known expiry, never an overflow.
+    UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(exp).ok()?)
 }
 
 #[cfg(test)]
@@ -246,6 +257,29 @@ mod tests {
         let token = WebToken::new(SecretValue::new(jwt(r#"{"exp":4102444800}"#)), Some(60));
         let left = token.lifetime().unwrap();
         assert!(left <= Duration::from_secs(60) && left > Duration::from_secs(50));
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_clamped_not_overflowed() {
+        // Found in review: u64::MAX seconds overflowed SystemTime and panicked.
+        for expires_in in [Some(u64::MAX), Some(u64::MAX / 2), Some(10_000_000_000)] {
+            let token = WebToken::new(SecretValue::new(b"opaque".to_vec()), expires_in);
+            assert!(token.lifetime().unwrap() <= MAX_LIFETIME);
+        }
+        for exp in [
+            "1e300",
+            "18446744073709551615",
+            "9.3e18",
+            "1.7976931348623157e308",
+        ] {
+            let claims = format!(r#"{{"exp":{exp}}}"#);
+            let token = WebToken::new(SecretValue::new(jwt(&claims)), None);
+            // Too far for the clock: no known expiry. Else known, and clamped.
+            assert!(
+                token.lifetime().is_none_or(|left| left <= MAX_LIFETIME),
+                "{exp}"
+            );
+        }
     }
 
     #[test]
