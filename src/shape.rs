@@ -164,11 +164,19 @@ fn json_file(values: &[(&str, SecretValue)]) -> Result<SecretValue> {
     Ok(SecretValue::new(std::mem::take(&mut *out)))
 }
 
+/// The most a template may produce. Config files are kilobytes; this bounds what a runaway
+/// template (or a huge value looped over) can make the process hold.
+const MAX_RENDERED_BYTES: usize = 1024 * 1024;
+/// The instructions a template may execute: far more than any config file takes, and a
+/// fraction of a second, so a loop over a loop cannot keep the run busy.
+const TEMPLATE_FUEL: u64 = 1_000_000;
+
 fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     // The output is a config file, not HTML.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_fuel(Some(TEMPLATE_FUEL));
     if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
         .keep_trailing_newline(true)
         .build()
@@ -178,19 +186,20 @@ fn environment() -> minijinja::Environment<'static> {
     env
 }
 
-/// Compiles a template without rendering it, so syntax errors are usage errors.
+/// Compiles a template without rendering it, so syntax errors are usage errors. The
+/// template is configuration, not a secret, so its errors are shown in full.
 pub fn check_template(source: &str) -> Result<()> {
     environment()
         .template_from_str(source)
         .map(drop)
-        .map_err(|err| anyhow!("template does not compile: {}", describe(&err)))
+        .map_err(|err| anyhow!("template does not compile: {}", describe(&err, true)))
 }
 
 fn template(source: &str, values: &[(&str, SecretValue)]) -> Result<SecretValue> {
     let env = environment();
     let compiled = env
         .template_from_str(source)
-        .map_err(|err| anyhow!("template does not compile: {}", describe(&err)))?;
+        .map_err(|err| anyhow!("template does not compile: {}", describe(&err, true)))?;
     let mut context = std::collections::BTreeMap::new();
     for (name, value) in values {
         let item = match extract::document(value) {
@@ -201,16 +210,56 @@ fn template(source: &str, values: &[(&str, SecretValue)]) -> Result<SecretValue>
         };
         context.insert(*name, item);
     }
-    let rendered = compiled
-        .render(context)
-        .map_err(|err| anyhow!("template failed: {}", describe(&err)))?;
-    Ok(SecretValue::from_string(rendered))
+    let mut output = Capped::default();
+    compiled
+        .render_captured_to(context, &mut output)
+        .map_err(|err| match output.full {
+            true => anyhow!("the template's output is larger than {MAX_RENDERED_BYTES} bytes"),
+            false => anyhow!("template failed: {}", describe(&err, false)),
+        })?;
+    Ok(SecretValue::new(std::mem::take(&mut *output.bytes)))
 }
 
-/// A minijinja error without its debug information, which can show variable values.
-fn describe(err: &minijinja::Error) -> String {
+/// The rendered bytes, refused past [`MAX_RENDERED_BYTES`], in zeroizing memory.
+#[derive(Default)]
+struct Capped {
+    bytes: Zeroizing<Vec<u8>>,
+    full: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + data.len() > MAX_RENDERED_BYTES {
+            self.full = true;
+            return Err(std::io::Error::other("output too large"));
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A minijinja error without its debug information, which can show variable values. At
+/// render time its detail is shown only for kinds whose detail names template parts (an
+/// undefined attribute, an unknown filter): an invalid operation's detail quotes its
+/// operands (`unable to calculate 5432 // 0`), which may be secret.
+fn describe(err: &minijinja::Error, compiling: bool) -> String {
+    use minijinja::ErrorKind as Kind;
     let mut text = format!("{}", err.kind());
-    if let Some(detail) = err.detail() {
+    let names_only = matches!(
+        err.kind(),
+        Kind::UndefinedError
+            | Kind::UnknownFilter
+            | Kind::UnknownTest
+            | Kind::UnknownFunction
+            | Kind::UnknownMethod
+            | Kind::MissingArgument
+            | Kind::TooManyArguments
+    );
+    if let Some(detail) = err.detail().filter(|_| compiling || names_only) {
         text.push_str(": ");
         text.push_str(detail);
     }
@@ -311,7 +360,32 @@ mod tests {
         assert!(!format!("{err:#}").contains("sentinel-value"), "{err:#}");
 
         assert!(check_template("{{ unclosed").is_err());
+        let syntax = check_template("{% for x in %}").unwrap_err();
+        assert!(format!("{syntax:#}").contains("line 1"), "{syntax:#}");
         assert!(check_template("{% for x in y %}{{ x }}{% endfor %}").is_ok());
+    }
+
+    #[test]
+    fn template_work_and_output_are_bounded_and_errors_never_show_operands() {
+        // A failed operation's detail quotes its operands: here, a secret number.
+        let division = AggregateKind::Template("{{ db.pin // 0 }}".into());
+        let err = render(&division, &[("db", r#"{"pin":918273645}"#)]).unwrap_err();
+        assert_eq!(Failure::of(&err), Failure::BadData);
+        let text = format!("{err:#}");
+        assert!(!text.contains("918273645"), "{text}");
+        assert!(text.contains("invalid operation"), "{text}");
+
+        let endless = AggregateKind::Template(
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+                .into(),
+        );
+        let err = render(&endless, &[]).unwrap_err();
+        assert!(format!("{err:#}").contains("fuel"), "{err:#}");
+
+        let huge =
+            AggregateKind::Template("{% for a in range(30000) %}{{ db }}{% endfor %}".into());
+        let err = render(&huge, &[("db", &"x".repeat(100))]).unwrap_err();
+        assert!(format!("{err:#}").contains("larger than"), "{err:#}");
     }
 
     #[test]
