@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|err| anyhow::Error::new(err).context("starting the async runtime"))?;
-        runtime.block_on(async {
+        let outcome = runtime.block_on(async {
             match &cli.command {
                 None => init::run(&cli).await,
                 #[cfg(feature = "aws")]
@@ -54,7 +54,12 @@ fn main() -> ExitCode {
                 #[cfg(not(feature = "aws"))]
                 Some(command) => match *command {},
             }
-        })
+        });
+        // The outcome is known. A blocking DNS lookup still in flight (a resolver that never
+        // answered within --timeout) must not hold the process: dropping the runtime would
+        // wait for it.
+        runtime.shutdown_background();
+        outcome
     }));
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
