@@ -1,17 +1,39 @@
-//! How the Secrets Manager and STS clients reach the network: the HTTP client (with
-//! `--ca-file`, or plain http when every endpoint is a local emulator), and two
-//! interceptors every request passes, a response cap and the User-Agent suffix.
+//! How every AWS call reaches the network: one HTTP client (with `--ca-file`, or plain
+//! http when every endpoint is a local emulator) whose responses are all capped as they
+//! stream in, and the User-Agent suffix every Secrets Manager and STS request carries.
+//!
+//! The cap is on the client, not on one SDK client's interceptors, because the client is
+//! shared: aws-config's own credential providers (the IRSA exchange with STS, EKS Pod
+//! Identity and ECS container credentials, instance metadata) use it too.
 
 use anyhow::{Context as _, Result, anyhow};
-use aws_sdk_secretsmanager::config::interceptors::{
-    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
-};
+use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents, SharedHttpClient};
 use aws_sdk_secretsmanager::error::BoxError;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
 use aws_smithy_types::body::SdkBody;
 
 use crate::exit::Failure;
 use crate::net::{CaBundle, MAX_RESPONSE_BYTES, error_chain, user_agent};
+
+/// The client every AWS call of the run goes through, responses capped.
+pub(super) fn client(ca: Option<&CaBundle>, plain_http: bool) -> Result<SharedHttpClient> {
+    use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+    let inner = match (ca, plain_http) {
+        (Some(ca), _) => http_client_trusting(ca)?,
+        // LocalStack and other local endpoints: skip loading and parsing the system's CA
+        // store for a TLS connection that will never be made.
+        (None, true) => aws_smithy_http_client::Builder::new().build_http(),
+        (None, false) => aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .build_https(),
+    };
+    Ok(SharedHttpClient::new(Capped(inner)))
+}
 
 /// Whether every AWS endpoint this run can reach is plain `http://`: `AWS_ENDPOINT_URL`
 /// is set to one, and no per-service override or container-credential URI says otherwise.
@@ -31,7 +53,7 @@ pub(super) fn plain_http_only(var: &dyn Fn(&str) -> Option<String>) -> bool {
 /// The SDK's own HTTPS client (rustls with aws-lc, the platform's roots, which
 /// `SSL_CERT_FILE` replaces), trusting `ca` as well. It serves STS and the container
 /// credential endpoints too, since it is set on the shared config.
-pub(super) fn http_client_trusting(ca: &CaBundle) -> Result<SharedHttpClient> {
+fn http_client_trusting(ca: &CaBundle) -> Result<SharedHttpClient> {
     use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
     let context = TlsContext::builder()
         .with_trust_store(TrustStore::default().with_pem_certificate(ca.pem()))
@@ -45,25 +67,56 @@ pub(super) fn http_client_trusting(ca: &CaBundle) -> Result<SharedHttpClient> {
         .build_https())
 }
 
-/// Caps every response body at [`MAX_RESPONSE_BYTES`] before the SDK reads it whole.
+/// An HTTP client whose every response body is cut off past [`MAX_RESPONSE_BYTES`] as it
+/// streams in, before any SDK reads it whole.
 #[derive(Debug)]
-pub(super) struct ResponseLimit;
+struct Capped(SharedHttpClient);
 
-impl Intercept for ResponseLimit {
-    fn name(&self) -> &'static str {
-        "SecretSidecarResponseLimit"
+impl HttpClient for Capped {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(CappedConnector(self.0.http_connector(settings, components)))
     }
 
-    fn modify_before_deserialization(
+    fn validate_base_client_config(
         &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
     ) -> Result<(), BoxError> {
-        let body = context.response_mut().body_mut();
-        let whole = std::mem::replace(body, SdkBody::taken());
-        *body = SdkBody::from_body_1_x(http_body_util::Limited::new(whole, MAX_RESPONSE_BYTES));
-        Ok(())
+        self.0.validate_base_client_config(components, cfg)
+    }
+
+    fn validate_final_config(
+        &self,
+        components: &RuntimeComponents,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.validate_final_config(components, cfg)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
+}
+
+#[derive(Debug)]
+struct CappedConnector(SharedHttpConnector);
+
+impl HttpConnector for CappedConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let response = self.0.call(request);
+        HttpConnectorFuture::new(async move {
+            let mut response = response.await?;
+            let body = std::mem::replace(response.body_mut(), SdkBody::taken());
+            *response.body_mut() =
+                SdkBody::from_body_1_x(http_body_util::Limited::new(body, MAX_RESPONSE_BYTES));
+            Ok(response)
+        })
     }
 }
 
