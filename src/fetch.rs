@@ -6,10 +6,11 @@
 //! what may be skipped: every failure fails the fetch, except a secret that does not
 //! exist and that only optional items use.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result, anyhow};
 use futures_util::stream::{self, StreamExt};
 use tracing::{debug, error};
 
@@ -28,6 +29,12 @@ pub struct Received {
 /// Each distinct target's outcome. An `Err` left in it is a skipped optional secret.
 pub type Results<'p> = HashMap<&'p Target, Result<Received>>;
 
+/// The most all the secrets of one run may add up to. The init container's manifests give
+/// it 64 MiB; this leaves room for the shaped copies, the reads in flight (each answer is
+/// capped at 4 MiB, `--concurrency` at a time) and the process itself. Real sets are
+/// kilobytes: store secrets are 64 KiB at most.
+pub const MAX_TOTAL_BYTES: usize = 16 * 1024 * 1024;
+
 /// Fetches every secret of `plan`; see the module header for what fails and what is
 /// skipped. One line is logged per failed secret, in plan order; the first one's error
 /// is returned whole, so its chain (and its class tag) is reported once, as the provider
@@ -45,14 +52,26 @@ pub async fn everything(plan: &Plan) -> Result<Results<'_>> {
         .await?;
     providers.prefetch(targets.iter().copied()).await?;
 
+    let total = Cell::new(0usize);
     let mut results: Results<'_> = stream::iter(&targets)
         .map(|target| {
-            let providers = &providers;
+            let (providers, total) = (&providers, &total);
             async move {
                 let started = Instant::now();
                 let result = policy
                     .run(|| providers.fetch(target))
                     .await
+                    .and_then(|fetched| {
+                        total.set(total.get() + fetched.value.len());
+                        if total.get() > MAX_TOTAL_BYTES {
+                            return Err(anyhow!(
+                                "the secrets fetched so far add up to more than {MAX_TOTAL_BYTES} \
+                                 bytes, the most one run holds"
+                            ))
+                            .context(Failure::BadData);
+                        }
+                        Ok(fetched)
+                    })
                     .map(|fetched| Received {
                         fetched,
                         at: SystemTime::now(),
