@@ -155,7 +155,11 @@ impl Plan {
             providers: Setup {
                 http,
                 #[cfg(feature = "aws")]
-                aws: crate::providers::aws::AwsConfig::new(&cli.aws, &cli.aws_token)?,
+                aws: crate::providers::aws::AwsConfig::new(
+                    &cli.aws,
+                    &cli.aws_token,
+                    cli.concurrency,
+                )?,
                 #[cfg(feature = "azure")]
                 azure: cli.azure.clone(),
                 #[cfg(feature = "gcp")]

@@ -38,6 +38,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::Region;
 use clap::ValueEnum;
+use futures_util::StreamExt as _;
 use tracing::{debug, info};
 
 use super::{Fetched, Provider};
@@ -47,7 +48,7 @@ use crate::identity::web_token::TokenSource;
 use crate::net::{HttpConfig, certificate_error, certificate_refused, error_chain};
 use crate::secret::SecretValue;
 use errors::{classify, credentials_class};
-use http::{ResponseLimit, UserAgentSuffix, http_client_trusting, plain_http_only};
+use http::{UserAgentSuffix, plain_http_only};
 pub use target::{AwsTarget, Version};
 
 /// The Secrets Manager options (identity has its own: [`AwsTokenArgs`]).
@@ -68,6 +69,16 @@ pub struct AwsArgs {
         default_value = "auto"
     )]
     pub aws_batch: AwsBatch,
+
+    /// AWS only: accept http:// in AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_* for a host other
+    /// than this machine, such as LocalStack in another container. Without it such an
+    /// endpoint is a usage error: the signed requests, the STS credentials and the secret
+    /// values would cross that network unencrypted. https endpoints and http to a loopback
+    /// address need nothing.
+    ///
+    /// Example: --aws-allow-plain-http
+    #[arg(long, env = "SECRET_SIDECAR_AWS_ALLOW_PLAIN_HTTP")]
+    pub aws_allow_plain_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,20 +88,39 @@ pub enum AwsBatch {
     Never,
 }
 
-/// What the AWS provider is given: its options, and the identity's token source when
-/// `--aws-token-source` replaces aws-config's default chain.
+/// What the AWS provider is given: its options, the identity's token source when
+/// `--aws-token-source` replaces aws-config's default chain, and how many calls the run
+/// lets it make at once (`--concurrency`, which bounds batch reads too).
 #[derive(Debug, Clone)]
 pub struct AwsConfig {
     pub args: AwsArgs,
     pub token: Option<TokenSource>,
+    pub concurrency: usize,
 }
+
+/// The endpoint overrides aws-config reads, which this run sends requests to.
+const ENDPOINT_VARIABLES: [&str; 3] = [
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    "AWS_ENDPOINT_URL_STS",
+];
 
 impl AwsConfig {
     /// Checks the options together; a missing or misplaced one is a usage error.
-    pub fn new(args: &AwsArgs, token: &AwsTokenArgs) -> Result<AwsConfig> {
+    pub fn new(args: &AwsArgs, token: &AwsTokenArgs, concurrency: usize) -> Result<AwsConfig> {
+        if !args.aws_allow_plain_http {
+            for name in ENDPOINT_VARIABLES {
+                if let Some(url) = crate::env::var(name) {
+                    let carries = "signed requests, STS credentials and secret values";
+                    crate::net::https_or_loopback(name, &url, carries)
+                        .context("for LocalStack on another host, pass --aws-allow-plain-http")?;
+                }
+            }
+        }
         Ok(AwsConfig {
             args: args.clone(),
             token: token.source()?,
+            concurrency,
         })
     }
 }
@@ -103,6 +133,8 @@ pub struct Aws {
     batch: AwsBatch,
     /// Secrets read ahead by BatchGetSecretValue, by `SecretId`, each taken once.
     prefetched: RefCell<HashMap<String, Fetched>>,
+    /// Batch calls in flight at once.
+    concurrency: usize,
 }
 
 impl Provider for Aws {
@@ -111,20 +143,16 @@ impl Provider for Aws {
 
     async fn connect(targets: &[&AwsTarget], config: &AwsConfig, http: &HttpConfig) -> Result<Aws> {
         // One attempt per call: the core's retry policy repeats transient failures.
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(ca) = &http.ca {
-            loader = loader.http_client(http_client_trusting(ca)?);
-        } else if plain_http_only(&|name| std::env::var(name).ok()) {
-            // LocalStack and other local endpoints: skip loading and parsing the system's
-            // CA store for a TLS connection that will never be made.
-            loader = loader.http_client(aws_smithy_http_client::Builder::new().build_http());
-        }
-        let mut loader = loader.retry_config(RetryConfig::disabled()).timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(http.attempt_timeout)
-                .operation_attempt_timeout(http.attempt_timeout)
-                .build(),
-        );
+        let plain_http = plain_http_only(&|name| std::env::var(name).ok());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http::client(http.ca.as_ref(), plain_http)?)
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(http.attempt_timeout)
+                    .operation_attempt_timeout(http.attempt_timeout)
+                    .build(),
+            );
         // When every secret is an ARN and the environment names no region, take the
         // region from the ARN rather than probing profiles and instance metadata for one.
         let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
@@ -191,7 +219,6 @@ impl Provider for Aws {
                     .region(Region::new(region))
                     .credentials_provider(credentials.clone())
                     .interceptor(UserAgentSuffix)
-                    .interceptor(ResponseLimit)
                     .build();
                 Client::from_conf(config)
             });
@@ -201,6 +228,7 @@ impl Provider for Aws {
             default_region,
             batch: config.args.aws_batch,
             prefetched: RefCell::default(),
+            concurrency: config.concurrency,
         })
     }
 
@@ -228,7 +256,11 @@ impl Provider for Aws {
                 calls.push(self.batch_call(&self.clients[*region], chunk));
             }
         }
-        for result in futures_util::future::join_all(calls).await {
+        let results: Vec<_> = futures_util::stream::iter(calls)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        for result in results {
             match result {
                 Ok(fetched) => self.prefetched.borrow_mut().extend(fetched),
                 Err(err) if self.batch == AwsBatch::Always => {
