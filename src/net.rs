@@ -181,7 +181,11 @@ impl HttpConfig {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.attempt_timeout)
             .timeout(self.attempt_timeout)
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        for proxy in proxies_from_env()? {
+            builder = builder.proxy(proxy);
+        }
         if let Some(ca) = &self.ca {
             let certs = reqwest::Certificate::from_pem_bundle(ca.pem())
                 .map_err(|err| anyhow!(error_chain(&err)))
@@ -195,6 +199,30 @@ impl HttpConfig {
             .context("building the HTTPS client")
             .context(Failure::Usage)
     }
+}
+
+/// The proxies the environment names (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, with
+/// `NO_PROXY`; upper or lower case), as reqwest would read them, except that this machine
+/// is never reached through one: a request to a loopback address is plain http carrying a
+/// client secret or a token, which a proxy would see.
+fn proxies_from_env() -> Result<Vec<reqwest::Proxy>> {
+    let var = |name: &str| crate::env::var(name).or_else(|| crate::env::var(&name.to_lowercase()));
+    let mut bypass = var("NO_PROXY").unwrap_or_default();
+    bypass.push_str(",localhost,127.0.0.0/8,::1");
+    let mut proxies = Vec::new();
+    for name in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+        let Some(url) = var(name) else { continue };
+        let proxy = match name {
+            "HTTPS_PROXY" => reqwest::Proxy::https(&url),
+            "HTTP_PROXY" => reqwest::Proxy::http(&url),
+            _ => reqwest::Proxy::all(&url),
+        }
+        .map_err(|err| anyhow!(error_chain(&err)))
+        .with_context(|| format!("{name} is not a proxy URL"))
+        .context(Failure::Usage)?;
+        proxies.push(proxy.no_proxy(reqwest::NoProxy::from_string(&bypass)));
+    }
+    Ok(proxies)
 }
 
 #[cfg(test)]

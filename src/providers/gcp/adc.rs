@@ -192,11 +192,16 @@ impl AdcSource {
 }
 
 /// The metadata server's name for the identity (a service account's email, or the
-/// workload pool for a Kubernetes service account used directly), for the log only.
+/// workload pool for a Kubernetes service account used directly), for the log only. The
+/// metadata server is reached directly (never through a proxy, never after a redirect)
+/// and no more than a short name is read.
 async fn metadata_email(host: &str, timeout: Duration) -> Option<String> {
+    const MAX_NAME_BYTES: usize = 1024;
     let url = format!("http://{host}/computeMetadata/v1/instance/service-accounts/default/email");
-    let response = reqwest::Client::builder()
+    let mut response = reqwest::Client::builder()
         .timeout(timeout)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .ok()?
         .get(url)
@@ -207,7 +212,14 @@ async fn metadata_email(host: &str, timeout: Duration) -> Option<String> {
     if !response.status().is_success() {
         return None;
     }
-    let text = response.text().await.ok()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > MAX_NAME_BYTES {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).ok()?;
     let text = text.trim();
     let plausible = (1..=255).contains(&text.len())
         && text
