@@ -38,7 +38,9 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result, anyhow};
 use google_cloud_auth::credentials::{AccessTokenCredentials, Builder as CredentialsBuilder};
-use google_cloud_gax::client_builder::internal::with_follow_redirects;
+use google_cloud_gax::client_builder::internal::{
+    with_automatic_decompression, with_follow_redirects,
+};
 use google_cloud_gax::options::RequestOptionsBuilder as _;
 use google_cloud_gax::retry_policy::NeverRetry;
 use google_cloud_secretmanager_v1::client::SecretManagerService;
@@ -123,8 +125,11 @@ impl Provider for Gcp {
                 .with_attempt_timeout(http.attempt_timeout);
             // The client follows redirects unless told not to, and a redirect is never
             // Secret Manager's answer. The switch sits in gax's public `internal` module
-            // (hidden from its docs); tests/faults.rs checks it holds.
-            let client = with_follow_redirects(builder, false)
+            // (hidden from its docs); tests/faults.rs checks it holds. Decompression is off
+            // too: the client reads each answer whole (no hook to cap it as it streams), and
+            // a compressed answer could expand far past what was sent. reqwest is built
+            // without decompression today; this keeps it so if a dependency turns it on.
+            let client = with_follow_redirects(with_automatic_decompression(builder, false), false)
                 .build()
                 .await
                 .map_err(|err| anyhow!(scrub(&error_chain(&err))))
