@@ -1,19 +1,19 @@
+#![cfg(feature = "aws")]
 //! The AWS provider end to end: the real binary against a real LocalStack.
-
-mod support;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use support::{SENTINEL, Scratch, Seeder, Sidecar, unique};
+use testkit::localstack::Seeder;
+use testkit::{SENTINEL, Scratch, Sidecar, unique};
 
 fn sidecar(out: &Scratch) -> Sidecar {
-    Sidecar::new().arg("--output-dir").arg(&out.path)
+    testkit::sidecar!().arg("--output-dir").arg(&out.path)
 }
 
 #[test]
 fn string_secret_is_published_byte_exact_with_default_mode() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("string");
     let value = "line one\nline two with trailing spaces  \n\u{00e9}\t\"quoted\"";
     let (_, version) = seed.string(&name, value);
@@ -45,7 +45,7 @@ fn string_secret_is_published_byte_exact_with_default_mode() {
 
 #[test]
 fn binary_secret_is_published_byte_exact() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("binary");
     let value: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe, b'\n']).collect();
     seed.binary(&name, &value);
@@ -61,7 +61,7 @@ fn binary_secret_is_published_byte_exact() {
 
 #[test]
 fn json_keys_are_extracted_and_one_secret_is_fetched_once() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("json");
     seed.string(
         &name,
@@ -94,7 +94,7 @@ fn json_keys_are_extracted_and_one_secret_is_fetched_once() {
 
 #[test]
 fn bad_json_key_exits_7_and_publishes_nothing() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("badkey");
     seed.string(
         &name,
@@ -124,7 +124,7 @@ fn bad_json_key_exits_7_and_publishes_nothing() {
 
 #[test]
 fn version_stage_and_version_id_select_versions() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("versions");
     let (_, first) = seed.string(&name, "v1");
     let second = seed.put(&name, "v2");
@@ -149,7 +149,7 @@ fn version_stage_and_version_id_select_versions() {
 
 #[test]
 fn arn_region_wins_over_the_environment() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("arn");
     let (arn, _) = seed.string_in("eu-west-1", &name, "from eu-west-1");
     assert!(arn.contains(":eu-west-1:"), "{arn}");
@@ -183,7 +183,7 @@ fn arn_region_wins_over_the_environment() {
 
 #[test]
 fn missing_secret_exits_4_and_leaves_the_directory_empty() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let present = unique("present");
     seed.string(&present, "here");
     let absent = unique("absent");
@@ -211,7 +211,7 @@ fn missing_secret_exits_4_and_leaves_the_directory_empty() {
 
 #[test]
 fn a_failed_rerun_keeps_the_previous_set_whole() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("rerun");
     seed.string(&name, "first");
     let out = Scratch::tmpfs("rerun");
@@ -252,7 +252,7 @@ fn a_failed_rerun_keeps_the_previous_set_whole() {
 
 #[test]
 fn irsa_web_identity_without_static_keys() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("irsa");
     seed.string(&name, "via sts");
     let out = Scratch::tmpfs("irsa");
@@ -260,7 +260,7 @@ fn irsa_web_identity_without_static_keys() {
     let token = token_dir.path.join("token");
     fs::write(
         &token,
-        support::fake_jwt("system:serviceaccount:default:app"),
+        testkit::fake_jwt("system:serviceaccount:default:app"),
     )
     .unwrap();
 
@@ -311,7 +311,7 @@ fn no_credentials_at_all_is_an_identity_failure() {
 
 #[test]
 fn legacy_environment_of_the_original_init_container() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("legacy");
     seed.string(&name, "legacy value");
     let out = Scratch::tmpfs("legacy");
@@ -334,14 +334,14 @@ fn legacy_environment_of_the_original_init_container() {
 
 #[test]
 fn environment_variables_configure_everything() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let a = unique("env-a");
     let b = unique("env-b");
     seed.string(&a, "A");
     seed.string(&b, r#"{"k":"B"}"#);
     let out = Scratch::tmpfs("env");
 
-    Sidecar::new()
+    testkit::sidecar!()
         .env("SECRET_SIDECAR_OUTPUT_DIR", &out.path)
         .env(
             "SECRET_SIDECAR_SECRET",
@@ -359,7 +359,7 @@ fn environment_variables_configure_everything() {
 
 #[test]
 fn config_file_sets_per_secret_file_key_mode_and_owner() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("config");
     seed.string(&name, r#"{"user":"u","password":"p"}"#);
     let out = Scratch::tmpfs("config");
@@ -398,7 +398,7 @@ fn config_file_sets_per_secret_file_key_mode_and_owner() {
 
 #[test]
 fn sentinel_never_reaches_any_output_even_at_trace_level() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let string = unique("leak-string");
     let json = unique("leak-json");
     let binary = unique("leak-binary");
@@ -450,7 +450,7 @@ fn sentinel_never_reaches_any_output_even_at_trace_level() {
     for (path, kind) in out.listing() {
         if path.ends_with("..manifest.json") {
             let manifest = String::from_utf8(out.read(&path)).unwrap();
-            for form in support::leak_forms(SENTINEL.as_bytes()) {
+            for form in testkit::leak_forms(SENTINEL.as_bytes()) {
                 assert!(
                     !manifest.contains(&form),
                     "the manifest holds the value: {manifest}"
@@ -468,7 +468,7 @@ fn sentinel_never_reaches_any_output_even_at_trace_level() {
 
 #[test]
 fn current_versions_are_batched_twenty_per_call() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let names: Vec<String> = (0..25).map(|i| unique(&format!("batch{i}"))).collect();
     for name in &names {
         seed.string(name, &format!("value of {name}"));
@@ -528,7 +528,7 @@ fn current_versions_are_batched_twenty_per_call() {
 
 #[test]
 fn a_secret_missing_from_a_batch_is_asked_for_alone() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let present = unique("batch-present");
     seed.string(&present, "here");
     let absent = unique("batch-absent");

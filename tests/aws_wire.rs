@@ -1,13 +1,12 @@
+#![cfg(feature = "aws")]
 //! AWS answers LocalStack cannot be made to give, from a scripted loopback server that
 //! speaks the Secrets Manager JSON protocol.
 
-mod support;
-
-use support::http::{Response, Server};
-use support::{SENTINEL, Scratch, Sidecar};
+use testkit::http::{Response, Server};
+use testkit::{SENTINEL, Scratch, Sidecar};
 
 fn against(server: &Server, out: &Scratch) -> Sidecar {
-    Sidecar::new()
+    testkit::sidecar!()
         .env("AWS_ENDPOINT_URL", &server.url)
         .arg("--output-dir")
         .arg(&out.path)
@@ -190,7 +189,7 @@ fn a_denied_batch_falls_back_to_single_reads_unless_forced() {
 
 #[test]
 fn a_private_ca_is_trusted_through_ca_file_or_ssl_cert_file_only() {
-    use support::tls::{HttpsServer, ca};
+    use testkit::tls::{HttpsServer, ca};
     let https = HttpsServer::with_handler(|_| {
         Response::json(
             200,
@@ -198,7 +197,7 @@ fn a_private_ca_is_trusted_through_ca_file_or_ssl_cert_file_only() {
         )
     });
     let run = |out: &Scratch, extra: &dyn Fn(Sidecar) -> Sidecar| {
-        extra(Sidecar::new().env("AWS_ENDPOINT_URL", &https.url))
+        extra(testkit::sidecar!().env("AWS_ENDPOINT_URL", &https.url))
             .arg("--output-dir")
             .arg(&out.path)
             .args(["--secret", "db=aws://db", "--timeout", "20s"])

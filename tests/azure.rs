@@ -1,20 +1,18 @@
 #![cfg(feature = "azure")]
 //! The Azure provider end to end: the real binary, with the official SDK clients inside it,
 //! against local HTTPS fakes of Entra ID and Key Vault that speak the documented protocols
-//! (tests/support/azure.rs). No Key Vault emulator exists to install.
-
-mod support;
+//! (testkit/src/azure.rs). No Key Vault emulator exists to install.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use support::azure::{
+use testkit::azure::{
     AppServiceIdentity, CLIENT_ID, ConnectProxy, Entra, EntraMode, Imds, JWT_BEARER, KeyVault,
     SCOPE, TENANT, projected_token,
 };
-use support::tls::ca;
-use support::{SENTINEL, Scratch, Sidecar};
+use testkit::tls::ca;
+use testkit::{SENTINEL, Scratch, Sidecar};
 
 const AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
@@ -47,7 +45,7 @@ impl Azure {
     /// The variables the workload identity webhook injects, the authority aimed at the
     /// fake.
     fn workload(&self) -> Sidecar {
-        Sidecar::new()
+        testkit::sidecar!()
             .env("AZURE_CLIENT_ID", CLIENT_ID)
             .env("AZURE_TENANT_ID", TENANT)
             .env("AZURE_FEDERATED_TOKEN_FILE", &self.token_file)
@@ -72,7 +70,7 @@ impl Azure {
 }
 
 #[track_caller]
-fn assert_agent(request: &support::http::Request) {
+fn assert_agent(request: &testkit::http::Request) {
     let agent = request.header("user-agent").unwrap_or_default();
     assert!(agent.ends_with(AGENT), "user-agent {agent:?} lacks {AGENT}");
 }
@@ -222,7 +220,7 @@ fn json_keys_are_extracted_and_one_secret_is_fetched_once() {
 fn base64_values_are_published_as_bytes() {
     let azure = Azure::start();
     let bytes: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe, b'\n']).collect();
-    azure.vault.put("keystore", &support::base64(&bytes));
+    azure.vault.put("keystore", &testkit::base64(&bytes));
     let out = Scratch::tmpfs("az-base64");
 
     azure
@@ -327,7 +325,7 @@ fn sentinel_and_tokens_never_reach_any_output_even_at_trace_level() {
         .put("leak-json", &format!(r#"{{"k":"{SENTINEL}","n":1}}"#));
     azure
         .vault
-        .put("leak-binary", &support::base64(SENTINEL.as_bytes()));
+        .put("leak-binary", &testkit::base64(SENTINEL.as_bytes()));
     let out = Scratch::tmpfs("az-leak");
 
     let run = azure
@@ -356,7 +354,7 @@ fn sentinel_and_tokens_never_reach_any_output_even_at_trace_level() {
         assert_eq!(out.read(file), SENTINEL.as_bytes());
     }
     let manifest = String::from_utf8(out.read("..manifest.json")).unwrap();
-    for form in support::leak_forms(SENTINEL.as_bytes()) {
+    for form in testkit::leak_forms(SENTINEL.as_bytes()) {
         assert!(!manifest.contains(&form), "{manifest}");
     }
 
@@ -556,7 +554,7 @@ impl PublicNames {
 
     /// Exactly what the workload identity webhook injects, plus the proxy and trust store.
     fn pod(&self) -> Sidecar {
-        Sidecar::new()
+        testkit::sidecar!()
             .env("AZURE_CLIENT_ID", CLIENT_ID)
             .env("AZURE_TENANT_ID", TENANT)
             .env("AZURE_FEDERATED_TOKEN_FILE", &self.azure.token_file)
@@ -646,7 +644,7 @@ fn managed_identity_through_the_app_service_endpoint() {
     let identity = AppServiceIdentity::start(&entra.access_token, Some(CLIENT_ID));
     let out = Scratch::tmpfs("az-managed");
 
-    Sidecar::new()
+    testkit::sidecar!()
         .env("IDENTITY_ENDPOINT", identity.endpoint())
         .env("IDENTITY_HEADER", &identity.header_secret)
         .env("AZURE_CLIENT_ID", CLIENT_ID)
@@ -704,7 +702,7 @@ fn the_developer_credential_is_used_only_when_asked_for() {
     assert!(!log.exists(), "az ran without being asked for");
 
     // Asked for: the Azure CLI's token, for the scope the vault's challenge named.
-    Sidecar::new()
+    testkit::sidecar!()
         .env("PATH", &path)
         .args(["--azure-credential", "developer"])
         .args(["--azure-skip-challenge-resource-check", "--ca-file"])
@@ -734,7 +732,7 @@ fn managed_identity_through_the_instance_metadata_service() {
     let out = Scratch::tmpfs("az-imds");
 
     // No identity variables at all: the system-assigned identity, from IMDS.
-    Sidecar::new()
+    testkit::sidecar!()
         .env("HTTP_PROXY", &imds.server.url)
         .args(["--azure-skip-challenge-resource-check", "--ca-file"])
         .arg(&ca().pem_file)
