@@ -89,35 +89,33 @@ impl Provider {
 
     /// A 5xx in the provider's error shape (500 internal, 503 unavailable, ...).
     pub fn server_error(self, status: u16) -> Response {
-        let unavailable = status == 503;
+        let code = |unavailable, internal| match status {
+            503 => unavailable,
+            _ => internal,
+        };
         match self {
             #[cfg(feature = "aws")]
-            Provider::Aws => {
-                let code = match unavailable {
-                    true => "ServiceUnavailable",
-                    false => "InternalServiceError",
-                };
-                Response::json(
-                    status,
-                    format!(r#"{{"__type":"{code}","Message":"injected fault"}}"#),
-                )
-            }
+            Provider::Aws => Response::json(
+                status,
+                format!(
+                    r#"{{"__type":"{}","Message":"injected fault"}}"#,
+                    code("ServiceUnavailable", "InternalServiceError")
+                ),
+            ),
             #[cfg(feature = "azure")]
-            Provider::Azure => {
-                let code = match unavailable {
-                    true => "ServiceUnavailable",
-                    false => "InternalServerError",
-                };
-                kv_error(status, code, "injected fault", None)
-            }
+            Provider::Azure => kv_error(
+                status,
+                code("ServiceUnavailable", "InternalServerError"),
+                "injected fault",
+                None,
+            ),
             #[cfg(feature = "gcp")]
-            Provider::Gcp => {
-                let code = match unavailable {
-                    true => "UNAVAILABLE",
-                    false => "INTERNAL",
-                };
-                google_error(status, code, "injected fault", "[]")
-            }
+            Provider::Gcp => google_error(
+                status,
+                code("UNAVAILABLE", "INTERNAL"),
+                "injected fault",
+                "[]",
+            ),
         }
     }
 
@@ -157,6 +155,33 @@ impl Provider {
         let mut response = Response::json(status, "<html><body>Proxy error</body></html>");
         response.headers = vec![("content-type", "text/html".to_owned())];
         response
+    }
+
+    /// A 200 in the provider's content type that holds [`SENTINEL`] but does not parse as
+    /// its answer: a field of the wrong type, and (AWS) cut short. A client that printed
+    /// its parse error with the raw body would leak the value.
+    pub fn malformed(self) -> Response {
+        match self {
+            #[cfg(feature = "aws")]
+            Provider::Aws => Response::json(
+                200,
+                format!(r#"{{"Name":"db","VersionId":7,"SecretString":"{SENTINEL}""#),
+            ),
+            #[cfg(feature = "azure")]
+            Provider::Azure => azure_json(
+                200,
+                format!(r#"{{"value":"{SENTINEL}","id":7,"attributes":"enabled"}}"#),
+            ),
+            // `data` must be base64 and `dataCrc32c` a decimal int64 string.
+            #[cfg(feature = "gcp")]
+            Provider::Gcp => answer(
+                200,
+                "application/json",
+                format!(
+                    r#"{{"name":"projects/1/secrets/db/versions/1","payload":{{"data":"{SENTINEL}!","dataCrc32c":"{SENTINEL}"}}}}"#
+                ),
+            ),
+        }
     }
 
     /// The start of a successful answer, inside the secret's value, that never ends: an

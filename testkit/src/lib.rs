@@ -23,8 +23,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub mod conformance;
 #[cfg(feature = "aws")]
 pub mod deploy;
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
 pub mod faults;
 #[cfg(feature = "gcp")]
 pub mod gcp;

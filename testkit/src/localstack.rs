@@ -6,6 +6,7 @@ use std::net::TcpStream;
 
 use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_secretsmanager::operation::create_secret::CreateSecretOutput;
 use aws_sdk_secretsmanager::primitives::Blob;
 
 use super::{REGION, endpoint};
@@ -71,18 +72,38 @@ impl Seeder {
     }
 
     pub fn string_in(&mut self, region: &str, name: &str, value: &str) -> (String, String) {
-        let client = self.client(region);
         let out = self
-            .runtime
-            .block_on(
-                client
-                    .create_secret()
-                    .name(name)
-                    .secret_string(value)
-                    .send(),
-            )
-            .expect("create_secret");
+            .create_string(region, name, value)
+            .unwrap_or_else(|| panic!("{name} exists already"));
         (out.arn.unwrap(), out.version_id.unwrap())
+    }
+
+    /// Creates the string secret `name`; `None` when one of that name exists already.
+    fn create_string(
+        &mut self,
+        region: &str,
+        name: &str,
+        value: &str,
+    ) -> Option<CreateSecretOutput> {
+        let client = self.client(region);
+        let created = self.runtime.block_on(
+            client
+                .create_secret()
+                .name(name)
+                .secret_string(value)
+                .send(),
+        );
+        match created {
+            Ok(out) => Some(out),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_resource_exists_exception()) =>
+            {
+                None
+            }
+            Err(err) => panic!("creating {name}: {err:?}"),
+        }
     }
 
     pub fn binary(&mut self, name: &str, value: &[u8]) -> String {
@@ -102,7 +123,11 @@ impl Seeder {
 
     /// Adds a new current version and returns its id; the old one becomes AWSPREVIOUS.
     pub fn put(&mut self, name: &str, value: &str) -> String {
-        let client = self.client(REGION);
+        self.put_in(REGION, name, value)
+    }
+
+    pub fn put_in(&mut self, region: &str, name: &str, value: &str) -> String {
+        let client = self.client(region);
         let out = self
             .runtime
             .block_on(
@@ -116,31 +141,26 @@ impl Seeder {
         out.version_id.unwrap()
     }
 
+    /// Attaches the staging label `stage` to `version` of `name`.
+    pub fn label(&mut self, name: &str, stage: &str, version: &str) {
+        let client = self.client(REGION);
+        self.runtime
+            .block_on(
+                client
+                    .update_secret_version_stage()
+                    .secret_id(name)
+                    .version_stage(stage)
+                    .move_to_version_id(version)
+                    .send(),
+            )
+            .expect("update_secret_version_stage");
+    }
+
     /// Stores `value` as `name` in `region`: creates the secret, or adds a new current
     /// version when it exists already (a rerun against the same LocalStack).
     pub fn upsert_in(&mut self, region: &str, name: &str, value: &str) {
-        let client = self.client(region);
-        let created = self.runtime.block_on(
-            client
-                .create_secret()
-                .name(name)
-                .secret_string(value)
-                .send(),
-        );
-        if let Err(err) = created {
-            let exists = err
-                .as_service_error()
-                .is_some_and(|e| e.is_resource_exists_exception());
-            assert!(exists, "creating {name}: {err:?}");
-            self.runtime
-                .block_on(
-                    client
-                        .put_secret_value()
-                        .secret_id(name)
-                        .secret_string(value)
-                        .send(),
-                )
-                .unwrap_or_else(|e| panic!("updating {name}: {e:?}"));
+        if self.create_string(region, name, value).is_none() {
+            self.put_in(region, name, value);
         }
     }
 }
