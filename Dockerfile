@@ -36,10 +36,13 @@ WORKDIR /src
 ARG FEATURES=aws,azure,gcp
 
 # Dependencies first, against stub sources: editing src/ then rebuilds only this crate.
+# The test kit is a workspace member that a release build never compiles, but cargo
+# reads its manifest to load the workspace: its manifest and an empty stub are enough.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY testkit/Cargo.toml testkit/
+RUN mkdir src testkit/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs testkit/src/lib.rs \
     && cargo build --release --locked --target x86_64-unknown-linux-musl \
         --no-default-features --features "$FEATURES" \
     && rm -rf src

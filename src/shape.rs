@@ -390,7 +390,18 @@ mod tests {
 
     #[test]
     fn base64_accepts_wrapped_and_url_safe_input() {
-        let reference = |text: &str| SecretRef::parse(text).unwrap();
+        // A secret of whichever provider this build has.
+        let provider = if cfg!(feature = "aws") {
+            "aws://x"
+        } else if cfg!(feature = "azure") {
+            "azure://vault1/x"
+        } else {
+            "gcp://p/x"
+        };
+        let reference = |text: &str| {
+            let query = text.trim_start_matches("aws://x");
+            SecretRef::parse(&format!("{provider}{query}")).unwrap()
+        };
         let decoded = value(
             &reference("aws://x?format=base64"),
             &SecretValue::from_string("AAEC\n/w==\n".into()),

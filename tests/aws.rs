@@ -1,155 +1,19 @@
+#![cfg(feature = "aws")]
 //! The AWS provider end to end: the real binary against a real LocalStack.
-
-mod support;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use support::{SENTINEL, Scratch, Seeder, Sidecar, unique};
+use testkit::localstack::Seeder;
+use testkit::{SENTINEL, Scratch, Sidecar, unique};
 
 fn sidecar(out: &Scratch) -> Sidecar {
-    Sidecar::new().arg("--output-dir").arg(&out.path)
-}
-
-#[test]
-fn string_secret_is_published_byte_exact_with_default_mode() {
-    let mut seed = Seeder::new();
-    let name = unique("string");
-    let value = "line one\nline two with trailing spaces  \n\u{00e9}\t\"quoted\"";
-    let (_, version) = seed.string(&name, value);
-    let out = Scratch::tmpfs("string");
-
-    let run = sidecar(&out)
-        .arg("--secret")
-        .arg(format!("app.conf=aws://{name}"))
-        .run_with_umask("0000");
-    run.expect_code(0)
-        .expect_stderr("published")
-        .expect_stderr(&format!("reference=aws://{name}"))
-        .expect_stderr(&format!("version={version}"))
-        .expect_stderr(&format!("bytes={}", value.len()))
-        .expect_stderr("AWS identity loaded source=EnvironmentVariable");
-    assert!(
-        run.stdout.is_empty(),
-        "stdout must stay empty: {}",
-        run.stdout
-    );
-    assert_eq!(out.read("app.conf"), value.as_bytes());
-    assert_eq!(
-        out.mode("app.conf"),
-        0o440,
-        "umask 000 must not widen the mode"
-    );
-    assert_eq!(out.visible(), ["app.conf"]);
-}
-
-#[test]
-fn binary_secret_is_published_byte_exact() {
-    let mut seed = Seeder::new();
-    let name = unique("binary");
-    let value: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe, b'\n']).collect();
-    seed.binary(&name, &value);
-    let out = Scratch::tmpfs("binary");
-
-    sidecar(&out)
-        .arg("--secret")
-        .arg(format!("keystore.p12=aws://{name}"))
-        .run()
-        .expect_code(0);
-    assert_eq!(out.read("keystore.p12"), value);
-}
-
-#[test]
-fn json_keys_are_extracted_and_one_secret_is_fetched_once() {
-    let mut seed = Seeder::new();
-    let name = unique("json");
-    seed.string(
-        &name,
-        r#"{"username":"app","password":"pa$$ \"w0rd\"\n","db":{"port":"5432"}}"#,
-    );
-    let out = Scratch::tmpfs("json");
-
-    let run = sidecar(&out)
-        .env("RUST_LOG", "secret_sidecar=debug")
-        .arg("--secret")
-        .arg(format!("user=aws://{name}#username"))
-        .arg("--secret")
-        .arg(format!("aws://{name}#password"))
-        .arg("--secret")
-        .arg(format!("port=aws://{name}#/db/port"))
-        .run();
-    run.expect_code(0);
-    assert_eq!(out.read("user"), b"app");
-    let derived = format!("{}_password", name.replace('/', "_"));
-    assert_eq!(out.read(&derived), b"pa$$ \"w0rd\"\n");
-    assert_eq!(out.read("port"), b"5432");
-    assert_eq!(
-        run.stderr.matches(" published reference=").count(),
-        3,
-        "{}",
-        run.stderr
-    );
-    assert_eq!(run.stderr.matches(" fetched ").count(), 1, "{}", run.stderr);
-}
-
-#[test]
-fn bad_json_key_exits_7_and_publishes_nothing() {
-    let mut seed = Seeder::new();
-    let name = unique("badkey");
-    seed.string(
-        &name,
-        &format!(r#"{{"password":"{SENTINEL}","port":5432}}"#),
-    );
-    let plain = unique("plain");
-    seed.string(&plain, SENTINEL);
-    let out = Scratch::tmpfs("badkey");
-
-    for reference in [
-        format!("aws://{name}#missing"),
-        format!("aws://{name}#port"),
-        format!("aws://{plain}#password"),
-    ] {
-        sidecar(&out)
-            .arg("--secret")
-            .arg(format!("ok=aws://{name}#password"))
-            .arg("--secret")
-            .arg(format!("bad={reference}"))
-            .run()
-            .expect_code(7)
-            .expect_stderr("bad secret data")
-            .expect_no_leak(SENTINEL.as_bytes());
-        out.expect_empty();
-    }
-}
-
-#[test]
-fn version_stage_and_version_id_select_versions() {
-    let mut seed = Seeder::new();
-    let name = unique("versions");
-    let (_, first) = seed.string(&name, "v1");
-    let second = seed.put(&name, "v2");
-    let out = Scratch::tmpfs("versions");
-
-    sidecar(&out)
-        .arg("--secret")
-        .arg(format!("current=aws://{name}"))
-        .arg("--secret")
-        .arg(format!("previous=aws://{name}?version-stage=AWSPREVIOUS"))
-        .arg("--secret")
-        .arg(format!("first=aws://{name}?version-id={first}"))
-        .arg("--secret")
-        .arg(format!("second=aws://{name}?version-id={second}"))
-        .run()
-        .expect_code(0);
-    assert_eq!(out.read("current"), b"v2");
-    assert_eq!(out.read("previous"), b"v1");
-    assert_eq!(out.read("first"), b"v1");
-    assert_eq!(out.read("second"), b"v2");
+    testkit::sidecar!().arg("--output-dir").arg(&out.path)
 }
 
 #[test]
 fn arn_region_wins_over_the_environment() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("arn");
     let (arn, _) = seed.string_in("eu-west-1", &name, "from eu-west-1");
     assert!(arn.contains(":eu-west-1:"), "{arn}");
@@ -182,36 +46,8 @@ fn arn_region_wins_over_the_environment() {
 }
 
 #[test]
-fn missing_secret_exits_4_and_leaves_the_directory_empty() {
-    let mut seed = Seeder::new();
-    let present = unique("present");
-    seed.string(&present, "here");
-    let absent = unique("absent");
-    let out = Scratch::tmpfs("notfound");
-
-    let run = sidecar(&out)
-        .arg("--secret")
-        .arg(format!("a=aws://{present}"))
-        .arg("--secret")
-        .arg(format!("b=aws://{absent}"))
-        .run();
-    run.expect_code(4)
-        .expect_stderr("secret not found")
-        .expect_stderr(&format!("aws://{absent}"))
-        .expect_stderr("ResourceNotFoundException");
-    // The class label opens the message once (a regression: it was printed twice).
-    assert_eq!(
-        run.stderr.matches("secret not found").count(),
-        1,
-        "{}",
-        run.stderr
-    );
-    out.expect_empty();
-}
-
-#[test]
 fn a_failed_rerun_keeps_the_previous_set_whole() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("rerun");
     seed.string(&name, "first");
     let out = Scratch::tmpfs("rerun");
@@ -252,7 +88,7 @@ fn a_failed_rerun_keeps_the_previous_set_whole() {
 
 #[test]
 fn irsa_web_identity_without_static_keys() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("irsa");
     seed.string(&name, "via sts");
     let out = Scratch::tmpfs("irsa");
@@ -260,7 +96,7 @@ fn irsa_web_identity_without_static_keys() {
     let token = token_dir.path.join("token");
     fs::write(
         &token,
-        support::fake_jwt("system:serviceaccount:default:app"),
+        testkit::fake_jwt("system:serviceaccount:default:app"),
     )
     .unwrap();
 
@@ -311,7 +147,7 @@ fn no_credentials_at_all_is_an_identity_failure() {
 
 #[test]
 fn legacy_environment_of_the_original_init_container() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("legacy");
     seed.string(&name, "legacy value");
     let out = Scratch::tmpfs("legacy");
@@ -334,14 +170,14 @@ fn legacy_environment_of_the_original_init_container() {
 
 #[test]
 fn environment_variables_configure_everything() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let a = unique("env-a");
     let b = unique("env-b");
     seed.string(&a, "A");
     seed.string(&b, r#"{"k":"B"}"#);
     let out = Scratch::tmpfs("env");
 
-    Sidecar::new()
+    testkit::sidecar!()
         .env("SECRET_SIDECAR_OUTPUT_DIR", &out.path)
         .env(
             "SECRET_SIDECAR_SECRET",
@@ -359,7 +195,7 @@ fn environment_variables_configure_everything() {
 
 #[test]
 fn config_file_sets_per_secret_file_key_mode_and_owner() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("config");
     seed.string(&name, r#"{"user":"u","password":"p"}"#);
     let out = Scratch::tmpfs("config");
@@ -398,7 +234,7 @@ fn config_file_sets_per_secret_file_key_mode_and_owner() {
 
 #[test]
 fn sentinel_never_reaches_any_output_even_at_trace_level() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let string = unique("leak-string");
     let json = unique("leak-json");
     let binary = unique("leak-binary");
@@ -457,7 +293,7 @@ fn sentinel_never_reaches_any_output_even_at_trace_level() {
     for (path, kind) in out.listing() {
         if path.ends_with("..manifest.json") {
             let manifest = String::from_utf8(out.read(&path)).unwrap();
-            for form in support::leak_forms(SENTINEL.as_bytes()) {
+            for form in testkit::leak_forms(SENTINEL.as_bytes()) {
                 assert!(
                     !manifest.contains(&form),
                     "the manifest holds the value: {manifest}"
@@ -475,7 +311,7 @@ fn sentinel_never_reaches_any_output_even_at_trace_level() {
 
 #[test]
 fn current_versions_are_batched_twenty_per_call() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let names: Vec<String> = (0..25).map(|i| unique(&format!("batch{i}"))).collect();
     for name in &names {
         seed.string(name, &format!("value of {name}"));
@@ -535,7 +371,7 @@ fn current_versions_are_batched_twenty_per_call() {
 
 #[test]
 fn a_secret_missing_from_a_batch_is_asked_for_alone() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let present = unique("batch-present");
     seed.string(&present, "here");
     let absent = unique("batch-absent");

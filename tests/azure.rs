@@ -1,91 +1,43 @@
 #![cfg(feature = "azure")]
 //! The Azure provider end to end: the real binary, with the official SDK clients inside it,
 //! against local HTTPS fakes of Entra ID and Key Vault that speak the documented protocols
-//! (tests/support/azure.rs). No Key Vault emulator exists to install.
-
-mod support;
+//! (testkit/src/azure.rs). No Key Vault emulator exists to install.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 
-use support::azure::{
+use testkit::azure::{
     AppServiceIdentity, CLIENT_ID, ConnectProxy, Entra, EntraMode, Imds, JWT_BEARER, KeyVault,
-    SCOPE, TENANT, projected_token,
+    SCOPE, TENANT, Workload,
 };
-use support::tls::ca;
-use support::{SENTINEL, Scratch, Sidecar};
+use testkit::tls::ca;
+use testkit::{SENTINEL, Scratch, Sidecar};
 
 const AGENT: &str = concat!("secret-sidecar/", env!("CARGO_PKG_VERSION"));
 
-/// Entra ID and one vault that trusts its tokens, and a projected token file.
-struct Azure {
-    entra: Entra,
-    vault: KeyVault,
-    token: String,
-    token_file: PathBuf,
-    _token_dir: Scratch,
-}
-
-impl Azure {
-    fn start() -> Azure {
-        let token = projected_token();
-        let token_dir = Scratch::disk("azure-token");
-        let token_file = token_dir.path.join("azure-identity-token");
-        fs::write(&token_file, &token).unwrap();
-        let entra = Entra::start(&token);
-        let vault = KeyVault::start(&entra);
-        Azure {
-            entra,
-            vault,
-            token,
-            token_file,
-            _token_dir: token_dir,
-        }
-    }
-
-    /// The variables the workload identity webhook injects, the authority aimed at the
-    /// fake.
-    fn workload(&self) -> Sidecar {
-        Sidecar::new()
-            .env("AZURE_CLIENT_ID", CLIENT_ID)
-            .env("AZURE_TENANT_ID", TENANT)
-            .env("AZURE_FEDERATED_TOKEN_FILE", &self.token_file)
-            .env("AZURE_AUTHORITY_HOST", self.entra.authority_host())
-    }
-
-    /// [`Azure::workload`], the test CA trusted with --ca-file, and the vault reached by
-    /// its URL.
-    fn sidecar(&self, out: &Scratch) -> Sidecar {
-        self.workload()
-            .arg("--azure-skip-challenge-resource-check")
-            .arg("--ca-file")
-            .arg(&ca().pem_file)
-            .arg("--output-dir")
-            .arg(&out.path)
-    }
-
-    /// `azure://https://127.0.0.1:PORT/secrets/NAME`
-    fn reference(&self, name: &str) -> String {
-        format!("azure://{}", self.vault.secret_url(name))
-    }
+/// The binary with the workload identity, the test CA and the vault reached by its URL,
+/// publishing into `out`.
+fn sidecar(azure: &Workload, out: &Scratch) -> Sidecar {
+    azure
+        .configure(testkit::sidecar!())
+        .arg("--output-dir")
+        .arg(&out.path)
 }
 
 #[track_caller]
-fn assert_agent(request: &support::http::Request) {
+fn assert_agent(request: &testkit::http::Request) {
     let agent = request.header("user-agent").unwrap_or_default();
     assert!(agent.ends_with(AGENT), "user-agent {agent:?} lacks {AGENT}");
 }
 
 #[test]
 fn found_secret_is_published_through_workload_identity() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     let value = "line one\nline two with trailing spaces  \n\u{00e9}\t\"quoted\"";
     let version = azure.vault.put("db-password", value);
     let out = Scratch::tmpfs("az-found");
 
-    let run = azure
-        .sidecar(&out)
+    let run = sidecar(&azure, &out)
         .arg("--secret")
         .arg(format!("app.conf={}", azure.reference("db-password")))
         .run_with_umask("0000");
@@ -145,7 +97,7 @@ fn found_secret_is_published_through_workload_identity() {
 
 #[test]
 fn versions_are_chosen_by_parameter_or_identifier_and_env_vars_configure_azure() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     let first = azure.vault.put("versioned", "v1");
     let second = azure.vault.put("versioned", "v2");
     let out = Scratch::tmpfs("az-versions");
@@ -153,7 +105,7 @@ fn versions_are_chosen_by_parameter_or_identifier_and_env_vars_configure_azure()
     // The flag from the environment instead of the command line, and one client (one
     // challenge, one token) for the four secrets of the vault.
     let run = azure
-        .workload()
+        .identity(testkit::sidecar!())
         .env("SECRET_SIDECAR_AZURE_SKIP_CHALLENGE_RESOURCE_CHECK", "true")
         .env("SECRET_SIDECAR_CA_FILE", &ca().pem_file)
         .env("SECRET_SIDECAR_OUTPUT_DIR", &out.path)
@@ -181,8 +133,7 @@ fn versions_are_chosen_by_parameter_or_identifier_and_env_vars_configure_azure()
     assert_eq!(unauthenticated, 1, "one challenge for the whole vault");
 
     // A version that does not exist is not found, like a missing secret.
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .arg("--secret")
         .arg(format!(
             "x={}?version=0123456789abcdef0123456789abcdef",
@@ -193,120 +144,22 @@ fn versions_are_chosen_by_parameter_or_identifier_and_env_vars_configure_azure()
         .expect_stderr("SecretNotFound");
 }
 
+/// Throttled on every attempt: the core's three attempts, then exit 5, and the previous
+/// set stays. Throttled-then-served is a row of tests/conformance.rs.
 #[test]
-fn json_keys_are_extracted_and_one_secret_is_fetched_once() {
-    let azure = Azure::start();
-    azure.vault.put(
-        "db",
-        r#"{"username":"app","password":"pa$$ \"w0rd\"\n","db":{"port":"5432"}}"#,
-    );
-    let out = Scratch::tmpfs("az-json");
-
-    azure
-        .sidecar(&out)
-        .arg("--secret")
-        .arg(format!("user={}#username", azure.reference("db")))
-        .arg("--secret")
-        .arg(format!("{}#password", azure.reference("db")))
-        .arg("--secret")
-        .arg(format!("port={}#/db/port", azure.reference("db")))
-        .run()
-        .expect_code(0);
-    assert_eq!(out.read("user"), b"app");
-    assert_eq!(out.read("db_password"), b"pa$$ \"w0rd\"\n");
-    assert_eq!(out.read("port"), b"5432");
-    assert_eq!(azure.vault.authorized_gets("db"), 1);
-}
-
-#[test]
-fn base64_values_are_published_as_bytes() {
-    let azure = Azure::start();
-    let bytes: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe, b'\n']).collect();
-    azure.vault.put("keystore", &support::base64(&bytes));
-    let out = Scratch::tmpfs("az-base64");
-
-    azure
-        .sidecar(&out)
-        .arg("--secret")
-        .arg(format!(
-            "keystore.p12={}?format=base64",
-            azure.reference("keystore")
-        ))
-        .run()
-        .expect_code(0);
-    assert_eq!(out.read("keystore.p12"), bytes);
-}
-
-#[test]
-fn missing_secret_exits_4_and_publishes_nothing() {
-    let azure = Azure::start();
-    azure.vault.put("present", "here");
-    let out = Scratch::tmpfs("az-missing");
-
-    azure
-        .sidecar(&out)
-        .arg("--secret")
-        .arg(format!("a={}", azure.reference("present")))
-        .arg("--secret")
-        .arg(format!("b={}", azure.reference("absent")))
-        .run()
-        .expect_code(4)
-        .expect_stderr("secret not found")
-        .expect_stderr(&azure.reference("absent"))
-        .expect_stderr("HTTP 404 SecretNotFound: A secret with (name/id) absent was not found");
-    out.expect_empty();
-}
-
-#[test]
-fn denied_secret_exits_4_and_is_not_retried() {
-    let azure = Azure::start();
-    azure.vault.put("locked", "no");
-    azure.vault.deny("locked");
-    let out = Scratch::tmpfs("az-denied");
-
-    azure
-        .sidecar(&out)
-        .arg("--secret")
-        .arg(azure.reference("locked"))
-        .run()
-        .expect_code(4)
-        .expect_stderr("access denied")
-        .expect_stderr("HTTP 403 Forbidden/AccessDenied")
-        .expect_stderr("does not have secrets get permission");
-    assert_eq!(azure.vault.authorized_gets("locked"), 1);
-    out.expect_empty();
-}
-
-#[test]
-fn throttling_is_retried_after_the_servers_retry_after() {
-    let azure = Azure::start();
-    azure.vault.put("busy", "after retry");
-    azure.vault.throttle("busy", 1);
+fn throttling_on_every_attempt_exits_5_and_keeps_the_previous_set() {
+    let azure = Workload::start();
+    azure.vault.put("busy", "before");
     let out = Scratch::tmpfs("az-throttle");
-
-    let started = std::time::Instant::now();
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .arg("--secret")
         .arg(format!("busy={}", azure.reference("busy")))
         .run()
         .expect_code(0);
-    assert_eq!(out.read("busy"), b"after retry");
-    assert_eq!(
-        azure.vault.authorized_gets("busy"),
-        2,
-        "one 429, then the value"
-    );
-    assert!(
-        started.elapsed() >= std::time::Duration::from_secs(1),
-        "Retry-After: 1 was not honoured"
-    );
 
-    // Throttled on every attempt: the core's three attempts, then exit 5.
     azure.vault.throttle("busy", 100);
     let before = azure.vault.authorized_gets("busy");
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .arg("--secret")
         .arg(format!("busy={}", azure.reference("busy")))
         .run()
@@ -315,23 +168,22 @@ fn throttling_is_retried_after_the_servers_retry_after() {
         .expect_stderr("after 3 attempts")
         .expect_stderr("HTTP 429 Throttled");
     assert_eq!(azure.vault.authorized_gets("busy") - before, 3);
-    assert_eq!(out.read("busy"), b"after retry", "the previous set stays");
+    assert_eq!(out.read("busy"), b"before", "the previous set stays");
 }
 
 #[test]
 fn sentinel_and_tokens_never_reach_any_output_even_at_trace_level() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     azure.vault.put("leak-string", SENTINEL);
     azure
         .vault
         .put("leak-json", &format!(r#"{{"k":"{SENTINEL}","n":1}}"#));
     azure
         .vault
-        .put("leak-binary", &support::base64(SENTINEL.as_bytes()));
+        .put("leak-binary", &testkit::base64(SENTINEL.as_bytes()));
     let out = Scratch::tmpfs("az-leak");
 
-    let run = azure
-        .sidecar(&out)
+    let run = sidecar(&azure, &out)
         .env("RUST_LOG", "trace")
         .arg("--secret")
         .arg(format!("s={}", azure.reference("leak-string")))
@@ -352,15 +204,14 @@ fn sentinel_and_tokens_never_reach_any_output_even_at_trace_level() {
         assert_eq!(out.read(file), SENTINEL.as_bytes());
     }
     let manifest = String::from_utf8(out.read("..manifest.json")).unwrap();
-    for form in support::leak_forms(SENTINEL.as_bytes()) {
+    for form in testkit::leak_forms(SENTINEL.as_bytes()) {
         assert!(!manifest.contains(&form), "{manifest}");
     }
 
     // Failures print errors; they carry neither the value nor a token.
     let failing = Scratch::tmpfs("az-leak-fail");
     for key in ["#n", "#missing"] {
-        azure
-            .sidecar(&failing)
+        sidecar(&azure, &failing)
             .env("RUST_LOG", "trace")
             .arg("--secret")
             .arg(format!("x={}{key}", azure.reference("leak-json")))
@@ -370,13 +221,12 @@ fn sentinel_and_tokens_never_reach_any_output_even_at_trace_level() {
             .expect_no_leak(azure.token.as_bytes())
             .expect_no_leak(azure.entra.access_token.as_bytes());
     }
-    let fresh = Azure::start();
+    let fresh = Workload::start();
     fresh.entra.set_mode(EntraMode::Reject {
         code: 700211,
         description: "No matching federated identity record found for presented assertion issuer.",
     });
-    fresh
-        .sidecar(&failing)
+    sidecar(&fresh, &failing)
         .env("RUST_LOG", "trace")
         .arg("--secret")
         .arg(fresh.reference("anything"))
@@ -388,13 +238,12 @@ fn sentinel_and_tokens_never_reach_any_output_even_at_trace_level() {
 
 #[test]
 fn a_token_file_with_a_trailing_newline_still_works() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     azure.vault.put("db", "value");
     fs::write(&azure.token_file, format!("{}\n", azure.token)).unwrap();
     let out = Scratch::tmpfs("az-newline");
 
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .arg("--secret")
         .arg(format!("db={}", azure.reference("db")))
         .run()
@@ -408,13 +257,12 @@ fn a_token_file_with_a_trailing_newline_still_works() {
 
 #[test]
 fn a_missing_token_file_is_an_identity_failure() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     azure.vault.put("db", "value");
     let out = Scratch::tmpfs("az-notoken");
     let missing = azure.token_file.with_file_name("not-there");
 
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .env("AZURE_FEDERATED_TOKEN_FILE", &missing)
         .arg("--secret")
         .arg(azure.reference("db"))
@@ -428,8 +276,7 @@ fn a_missing_token_file_is_an_identity_failure() {
 
     // Half of the webhook's variables is an identity error too, never a fall-back to
     // another identity.
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .env_remove("AZURE_TENANT_ID")
         .arg("--secret")
         .arg(azure.reference("db"))
@@ -440,7 +287,7 @@ fn a_missing_token_file_is_an_identity_failure() {
 
 #[test]
 fn entra_rejecting_the_assertion_exits_3_with_the_aadsts_code() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     azure.vault.put("db", "value");
     azure.entra.set_mode(EntraMode::Reject {
         code: 700211,
@@ -450,8 +297,7 @@ fn entra_rejecting_the_assertion_exits_3_with_the_aadsts_code() {
     fs::write(&azure.token_file, format!("  {}\r\n", azure.token)).unwrap();
     let out = Scratch::tmpfs("az-rejected");
 
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .arg("--secret")
         .arg(azure.reference("db"))
         .run()
@@ -474,13 +320,13 @@ fn entra_rejecting_the_assertion_exits_3_with_the_aadsts_code() {
 
 #[test]
 fn a_challenge_for_another_domain_is_refused_unless_the_flag_allows_it() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     azure.vault.put("db", "value");
     let out = Scratch::tmpfs("az-challenge");
 
     // 127.0.0.1 does not end in .vault.azure.net, the resource the challenge names.
     azure
-        .workload()
+        .identity(testkit::sidecar!())
         .arg("--ca-file")
         .arg(&ca().pem_file)
         .arg("--output-dir")
@@ -499,13 +345,13 @@ fn a_challenge_for_another_domain_is_refused_unless_the_flag_allows_it() {
 
 #[test]
 fn an_untrusted_server_certificate_is_refused() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     azure.vault.put("db", "value");
     let out = Scratch::tmpfs("az-untrusted");
 
     // No --ca-file: the system roots do not include the test CA.
     azure
-        .workload()
+        .identity(testkit::sidecar!())
         .arg("--azure-skip-challenge-resource-check")
         .arg("--output-dir")
         .arg(&out.path)
@@ -522,37 +368,25 @@ fn an_untrusted_server_certificate_is_refused() {
 /// The vault and Entra under their public names, reached through an HTTPS proxy, with
 /// the test CA as the whole trust store (SSL_CERT_FILE): the pod's own configuration.
 struct PublicNames {
-    azure: Azure,
+    azure: Workload,
     proxy: ConnectProxy,
 }
 
 impl PublicNames {
     fn start() -> PublicNames {
-        let token = projected_token();
-        let token_dir = Scratch::disk("azure-token");
-        let token_file = token_dir.path.join("azure-identity-token");
-        fs::write(&token_file, &token).unwrap();
-        let entra = Entra::start(&token);
-        let vault = KeyVault::with_token(
-            &entra.access_token,
-            &format!("https://login.microsoftonline.com/{TENANT}"),
-        );
-        let proxy = ConnectProxy::start(entra.server.port, vault.server.port);
-        PublicNames {
-            azure: Azure {
-                entra,
-                vault,
-                token,
-                token_file,
-                _token_dir: token_dir,
-            },
-            proxy,
-        }
+        let azure = Workload::with_vault(|entra| {
+            KeyVault::with_token(
+                &entra.access_token,
+                &format!("https://login.microsoftonline.com/{TENANT}"),
+            )
+        });
+        let proxy = ConnectProxy::start(azure.entra.server.port, azure.vault.server.port);
+        PublicNames { azure, proxy }
     }
 
     /// Exactly what the workload identity webhook injects, plus the proxy and trust store.
     fn pod(&self) -> Sidecar {
-        Sidecar::new()
+        testkit::sidecar!()
             .env("AZURE_CLIENT_ID", CLIENT_ID)
             .env("AZURE_TENANT_ID", TENANT)
             .env("AZURE_FEDERATED_TOKEN_FILE", &self.azure.token_file)
@@ -642,7 +476,7 @@ fn managed_identity_through_the_app_service_endpoint() {
     let identity = AppServiceIdentity::start(&entra.access_token, Some(CLIENT_ID));
     let out = Scratch::tmpfs("az-managed");
 
-    Sidecar::new()
+    testkit::sidecar!()
         .env("IDENTITY_ENDPOINT", identity.endpoint())
         .env("IDENTITY_HEADER", &identity.header_secret)
         .env("AZURE_CLIENT_ID", CLIENT_ID)
@@ -668,7 +502,7 @@ fn managed_identity_through_the_app_service_endpoint() {
 
 #[test]
 fn the_developer_credential_is_used_only_when_asked_for() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     azure.vault.put("db", "via az");
     let bin = Scratch::disk("az-bin");
     let log = bin.path.join("az.log");
@@ -689,8 +523,7 @@ fn the_developer_credential_is_used_only_when_asked_for() {
     let out = Scratch::tmpfs("az-developer");
 
     // With the workload identity present and no choice made, az is not consulted.
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .env("PATH", &path)
         .arg("--secret")
         .arg(format!("db={}", azure.reference("db")))
@@ -700,7 +533,7 @@ fn the_developer_credential_is_used_only_when_asked_for() {
     assert!(!log.exists(), "az ran without being asked for");
 
     // Asked for: the Azure CLI's token, for the scope the vault's challenge named.
-    Sidecar::new()
+    testkit::sidecar!()
         .env("PATH", &path)
         .args(["--azure-credential", "developer"])
         .args(["--azure-skip-challenge-resource-check", "--ca-file"])
@@ -730,7 +563,7 @@ fn managed_identity_through_the_instance_metadata_service() {
     let out = Scratch::tmpfs("az-imds");
 
     // No identity variables at all: the system-assigned identity, from IMDS.
-    Sidecar::new()
+    testkit::sidecar!()
         .env("HTTP_PROXY", &imds.server.url)
         .args(["--azure-skip-challenge-resource-check", "--ca-file"])
         .arg(&ca().pem_file)
@@ -751,12 +584,11 @@ fn managed_identity_through_the_instance_metadata_service() {
 
 #[test]
 fn an_oversized_answer_is_cut_off_as_bad_data() {
-    let azure = Azure::start();
+    let azure = Workload::start();
     azure.vault.put("huge", &"x".repeat(5 * 1024 * 1024));
     let out = Scratch::tmpfs("az-huge");
 
-    azure
-        .sidecar(&out)
+    sidecar(&azure, &out)
         .arg("--secret")
         .arg(azure.reference("huge"))
         .run()

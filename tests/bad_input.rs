@@ -1,22 +1,22 @@
+#![cfg(feature = "aws")]
 //! Hostile and broken inputs that are not the network's fault: token files, credential
 //! endpoints off the SDK's allowlist, output filesystems that refuse writes, and symbolic
 //! links planted in the output directory. The real binary; nothing outside the output
 //! directory may change, and nothing half-written may stay inside it.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use support::http::{Response, Server};
-use support::sts::{SECRET_ACCESS_KEY, SESSION_TOKEN, Sts};
-use support::{SENTINEL, Scratch, Seeder, Sidecar, fake_jwt, unique};
+use testkit::http::{Response, Server};
+use testkit::localstack::Seeder;
+use testkit::sts::{SECRET_ACCESS_KEY, SESSION_TOKEN, Sts};
+use testkit::{SENTINEL, Scratch, Sidecar, fake_jwt, unique};
 
 /// IRSA-shaped: no static keys, a role, a token file; STS is the fake, Secrets Manager
 /// is LocalStack.
 fn irsa(out: &Scratch, sts: &Sts, token_file: &Path) -> Sidecar {
-    Sidecar::new()
+    testkit::sidecar!()
         .assuming_role(sts.url(), "arn:aws:iam::000000000000:role/secret-reader")
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", token_file)
         .arg("--output-dir")
@@ -25,7 +25,7 @@ fn irsa(out: &Scratch, sts: &Sts, token_file: &Path) -> Sidecar {
 
 #[test]
 fn token_files_sts_rejects_are_identity_failures() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("token");
     seed.string(&name, SENTINEL);
     let out = Scratch::tmpfs("token");
@@ -35,7 +35,7 @@ fn token_files_sts_rejects_are_identity_failures() {
         // Rewrite the payload with an expiry in the past.
         let parts: Vec<&str> = token.split('.').collect();
         let payload = r#"{"iss":"https://oidc.example.test","sub":"system:serviceaccount:default:app","aud":"sts.amazonaws.com","exp":1000000000}"#;
-        let encoded = support::base64(payload.as_bytes())
+        let encoded = testkit::base64(payload.as_bytes())
             .replace('+', "-")
             .replace('/', "_");
         format!(
@@ -101,7 +101,7 @@ fn a_container_credentials_uri_off_the_allowlist_is_refused() {
     // The SDK only accepts loopback, the ECS and EKS link-local addresses, or https; a
     // name that does not resolve is refused before any connection is attempted.
     let out = Scratch::tmpfs("full-uri");
-    Sidecar::new()
+    testkit::sidecar!()
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env(
@@ -124,7 +124,7 @@ fn in_private_tmpfs(mount_options: &str, server: &Server) -> (i32, String, Strin
     let script = format!(
         "mount -t tmpfs -o {mount_options} tmpfs \"$0\" && \"$@\"; code=$?; echo \"== left: $(ls -A \"$0\" | tr '\\n' ' ')\" >&2; exit $code"
     );
-    let run = Sidecar::new()
+    let run = testkit::sidecar!()
         .env("AWS_ENDPOINT_URL", &server.url)
         .args([
             "--secret",
@@ -195,7 +195,7 @@ fn planted_symlinks_are_never_followed() {
     fs::write(outside.path.join("victim-dir/keep"), "untouched").unwrap();
 
     let run = |out: &Scratch| {
-        Sidecar::new()
+        testkit::sidecar!()
             .env("AWS_ENDPOINT_URL", &server.url)
             .arg("--output-dir")
             .arg(&out.path)

@@ -1,3 +1,4 @@
+#![cfg(feature = "aws")]
 //! The deployment artifacts cannot drift from the binary: each one is read as its platform
 //! would read it, and the real binary runs with exactly the arguments and environment it
 //! gives, against LocalStack or the Azure and Google protocol fakes, as the user it names,
@@ -15,21 +16,22 @@
 //! metadata server; for federation, the token the kubelet projects, at the path the
 //! rendered credential configuration names).
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use serde_json::Value;
-use support::deploy::{
-    DEFAULT_ACCOUNT, Ids, Invocation, Reader, VERSION, Volume, VolumeDir, binary_for,
-    documented_env_vars, image_parts, json, kustomize, read, read_as_app, repo, run_sidecar, seed,
-    str_at, strings, yaml,
+use testkit::deploy::{
+    DEFAULT_ACCOUNT, Ids, Invocation, Reader, Volume, VolumeDir, binary_for, documented_env_vars,
+    image_parts, json, kustomize, read, read_as_app, repo, run_sidecar, seed, str_at, strings,
+    yaml,
 };
-use support::http::{Response, Server};
-use support::{Run, Scratch, Seeder, fake_jwt};
+use testkit::http::{Response, Server};
+use testkit::localstack::Seeder;
+use testkit::{Run, Scratch, fake_jwt};
 
+/// The crate version every artifact must name.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
 const AWS_IRSA: &str = "kubernetes-manifests/overlays/aws-irsa";
 const AWS_POD_IDENTITY: &str = "kubernetes-manifests/overlays/aws-pod-identity";
 const AZURE_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/azure-workload-identity";
@@ -60,7 +62,7 @@ struct Deployment {
 /// Seeds LocalStack, runs, and checks one AWS deployment; `identity` is what the platform
 /// injects and `source` the identity source the run must report.
 fn exercise(deployment: &Deployment, account: &str, identity: &[(&str, String)], source: &str) {
-    let _ = Seeder::new(); // a clear message when LocalStack is not running
+    let _ = Seeder::connect(); // a clear message when LocalStack is not running
     let expected = seed(&deployment.sidecar, account);
     exercise_with(deployment, &expected, identity, source);
 }
@@ -74,7 +76,7 @@ fn exercise_with(
     source: &str,
 ) -> Run {
     let sidecar = &deployment.sidecar;
-    let documented = documented_env_vars();
+    let documented = documented_env_vars(testkit::binary!());
     for (name, _) in &sidecar.env {
         if name.starts_with("SECRET_SIDECAR_") {
             assert!(
@@ -86,7 +88,7 @@ fn exercise_with(
     }
 
     let bin_dir = Scratch::tmpfs("deploy-bin");
-    let binary = binary_for(&bin_dir);
+    let binary = binary_for(testkit::binary!(), &bin_dir);
     let volume = VolumeDir::new(deployment.volume, "deploy-volume");
 
     let run = run_sidecar(sidecar, &binary, &volume.path, identity);
@@ -545,7 +547,7 @@ mod azure;
 #[cfg(feature = "gcp")]
 #[path = "deploy/gcp.rs"]
 mod gcp;
-#[cfg(feature = "gcp")]
+#[cfg(feature = "gcp")] // and aws, as this whole file
 #[path = "deploy/identity.rs"]
 mod identity;
 

@@ -1,21 +1,18 @@
 #![cfg(feature = "gcp")]
 //! Google Secret Manager through the real binary and the official Google clients, against
-//! the protocol fakes in `support/gcp.rs`: a GKE-shaped environment (the metadata server,
+//! the protocol fakes in `testkit/src/gcp.rs`: a GKE-shaped environment (the metadata server,
 //! `GCE_METADATA_HOST`) and a federation-shaped one (`GOOGLE_APPLICATION_CREDENTIALS` naming
 //! an `external_account` file: projected token file → STS → optional impersonation).
 
-mod support;
-
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use support::gcp::answer;
-use support::gcp::{
+use testkit::gcp::answer;
+use testkit::gcp::{
     CLOUD_PLATFORM, IAM_SCOPE, Iam, Metadata, SecretManager, Sts, external_account_file,
     pool_audience,
 };
-use support::http::Server;
-use support::{SENTINEL, Scratch, Sidecar, fake_jwt};
+use testkit::http::Server;
+use testkit::{SENTINEL, Scratch, Sidecar, fake_jwt};
 
 const GKE_TOKEN: &str = "ya29.c.gke-metadata-token-5f0c2a9e";
 const STS_TOKEN: &str = "ya29.d.sts-federated-token-81b7c4d2";
@@ -25,7 +22,7 @@ const DB: &str = "projects/my-project/secrets/db-password";
 
 /// The binary with no Google identity but what a test adds: no ADC file, no metadata host.
 fn sidecar(sm: &SecretManager, out: &Scratch) -> Sidecar {
-    Sidecar::new()
+    testkit::sidecar!()
         .env("HOME", "/nonexistent/home")
         .arg("--gcp-endpoint")
         .arg(sm.url())
@@ -104,13 +101,13 @@ impl Federation {
 }
 
 /// The request line without the query the client adds (`$alt=json;enum-encoding=int`).
-fn route(request: &support::http::Request) -> String {
+fn route(request: &testkit::http::Request) -> String {
     let target = request.target();
     let path = target.split('?').next().unwrap_or(target);
     format!("{} {path}", request.method())
 }
 
-fn bearer(request: &support::http::Request) -> Option<&str> {
+fn bearer(request: &testkit::http::Request) -> Option<&str> {
     request.header("authorization")?.strip_prefix("Bearer ")
 }
 
@@ -216,29 +213,6 @@ fn versions_aliases_and_full_resource_names_select_versions() {
 }
 
 #[test]
-fn json_keys_and_binary_values_are_published_exactly() {
-    let env = gke();
-    env.sm.add(
-        "projects/my-project/secrets/db",
-        br#"{"username":"app","password":"pa$$ w0rd"}"#,
-    );
-    let binary: Vec<u8> = (0..=255u8).rev().collect();
-    env.sm.add("projects/my-project/secrets/keystore", &binary);
-    let out = Scratch::tmpfs("gcp-json");
-    env.sidecar(&out)
-        .args([
-            "--secret",
-            "gcp://my-project/db#password",
-            "--secret",
-            "gcp://my-project/keystore",
-        ])
-        .run()
-        .expect_code(0);
-    assert_eq!(out.read("db_password"), b"pa$$ w0rd");
-    assert_eq!(out.read("keystore"), binary);
-}
-
-#[test]
 fn regional_secrets_are_read_by_their_regional_name() {
     let env = gke();
     env.sm.add(
@@ -267,29 +241,13 @@ fn regional_secrets_are_read_by_their_regional_name() {
     );
 }
 
+/// Missing secrets and versions are rows of tests/conformance.rs; an optional one is
+/// skipped.
 #[test]
-fn a_missing_secret_exits_4_and_publishes_nothing() {
+fn a_missing_optional_secret_is_skipped() {
     let env = gke();
     env.sm.add(DB, b"present");
     let out = Scratch::tmpfs("gcp-missing");
-    env.sidecar(&out)
-        .args([
-            "--secret",
-            "gcp://my-project/db-password",
-            "--secret",
-            "gcp://my-project/nope",
-        ])
-        .run()
-        .expect_code(4)
-        .expect_stderr("secret not found")
-        .expect_stderr("not found or has no versions");
-    out.expect_empty();
-
-    // A missing version is not found too; an optional secret is skipped.
-    env.sidecar(&out)
-        .args(["--secret", "gcp://my-project/db-password?version=9"])
-        .run()
-        .expect_code(4);
     env.sidecar(&out)
         .args([
             "--secret",
@@ -300,43 +258,6 @@ fn a_missing_secret_exits_4_and_publishes_nothing() {
         .run()
         .expect_code(0);
     assert_eq!(out.visible(), ["db-password"]);
-}
-
-#[test]
-fn permission_denied_exits_4() {
-    let env = gke();
-    env.sm.add(DB, b"forbidden");
-    env.sm.deny(DB);
-    let out = Scratch::tmpfs("gcp-denied");
-    env.sidecar(&out)
-        .args(["--secret", "gcp://my-project/db-password"])
-        .run()
-        .expect_code(4)
-        .expect_stderr("access denied")
-        .expect_stderr("secretmanager.versions.access");
-    out.expect_empty();
-    assert_eq!(env.sm.requests().len(), 1, "denied is not retried");
-}
-
-#[test]
-fn throttling_is_retried_with_the_servers_retry_delay_then_succeeds() {
-    let env = gke();
-    env.sm.add(DB, b"after-the-storm");
-    env.sm.throttle(2, Some("0.6s"));
-    let out = Scratch::tmpfs("gcp-throttled");
-    let started = Instant::now();
-    env.sidecar(&out)
-        .args(["--secret", "gcp://my-project/db-password"])
-        .run()
-        .expect_code(0);
-    assert_eq!(out.read("db-password"), b"after-the-storm");
-    assert_eq!(env.sm.requests().len(), 3, "two 429s, then the answer");
-    // Jittered back-off alone waits at most 0.1 s + 0.2 s; RetryInfo asked for 0.6 s twice.
-    assert!(
-        started.elapsed() >= Duration::from_millis(1200),
-        "RetryInfo was not honoured: {:?}",
-        started.elapsed()
-    );
 }
 
 #[test]
@@ -394,15 +315,15 @@ fn federation_exchanges_the_projected_token_at_sts() {
 
     let exchanges = env.sts.requests();
     assert_eq!(exchanges.len(), 1, "one exchange per run: {exchanges:#?}");
-    let form = support::http::form(&exchanges[0].body);
+    let form = testkit::http::form(&exchanges[0].body);
     assert_eq!(exchanges[0].line, "POST /v1/token HTTP/1.1");
     assert_eq!(
         form["subject_token"],
         std::fs::read_to_string(&env.token_file).unwrap(),
         "STS received the projected token file's content"
     );
-    assert_eq!(form["subject_token_type"], support::gcp::JWT_TOKEN_TYPE);
-    assert_eq!(form["grant_type"], support::gcp::TOKEN_EXCHANGE);
+    assert_eq!(form["subject_token_type"], testkit::gcp::JWT_TOKEN_TYPE);
+    assert_eq!(form["grant_type"], testkit::gcp::TOKEN_EXCHANGE);
     assert_eq!(form["audience"], env.audience);
     assert_eq!(form["scope"], CLOUD_PLATFORM);
 
@@ -428,7 +349,7 @@ fn federation_with_impersonation_uses_the_service_accounts_token() {
     assert_eq!(out.read("db-password"), b"s3cr3t-impersonated");
 
     let exchange = &env.sts.requests()[0];
-    let form = support::http::form(&exchange.body);
+    let form = testkit::http::form(&exchange.body);
     assert_eq!(form["subject_token"], env.subject_token);
     // The STS token only needs to call IAM; the final token carries the user's scope.
     assert_eq!(form["scope"], IAM_SCOPE);
@@ -465,7 +386,7 @@ fn federation_with_a_url_sourced_subject_token() {
     let body = serde_json::json!({
         "type": "external_account",
         "audience": audience,
-        "subject_token_type": support::gcp::JWT_TOKEN_TYPE,
+        "subject_token_type": testkit::gcp::JWT_TOKEN_TYPE,
         "token_url": sts.token_url(),
         "credential_source": {
             "url": format!("{}/token", token_source.url),
@@ -483,7 +404,7 @@ fn federation_with_a_url_sourced_subject_token() {
         .expect_stderr("subject_token=url:");
     assert_eq!(out.read("db-password"), b"from-a-url-token");
     assert_eq!(
-        support::http::form(&sts.requests()[0].body)["subject_token"],
+        testkit::http::form(&sts.requests()[0].body)["subject_token"],
         subject
     );
 }
@@ -519,7 +440,7 @@ fn an_error_body_that_echoes_a_token_is_scrubbed() {
             "error": "invalid_request",
             "error_description": format!(
                 "bad request: {}",
-                support::http::form(&request.body)["subject_token"]
+                testkit::http::form(&request.body)["subject_token"]
             ),
             })
             .to_string(),
@@ -609,32 +530,6 @@ fn secrets_and_tokens_never_reach_any_output_even_at_trace_level() {
 }
 
 #[test]
-fn a_malformed_response_holding_the_secret_is_never_quoted() {
-    let metadata = Metadata::start(GKE_TOKEN, APP_SA);
-    // `data` must be base64 and `dataCrc32c` a decimal int64 string: both are not.
-    let broken = Server::start(vec![answer(
-        200,
-        "application/json",
-        format!(
-            r#"{{"name":"projects/1/secrets/db/versions/1","payload":{{"data":"{SENTINEL}!","dataCrc32c":"{SENTINEL}"}}}}"#
-        ),
-    )]);
-    let out = Scratch::tmpfs("gcp-malformed");
-    Sidecar::new()
-        .env("HOME", "/nonexistent/home")
-        .env("GCE_METADATA_HOST", metadata.host())
-        .env("RUST_LOG", "trace")
-        .args(["--gcp-endpoint", &broken.url, "--output-dir"])
-        .arg(&out.path)
-        .args(["--secret", "gcp://my-project/db"])
-        .run()
-        .expect_code(1)
-        .expect_stderr("could not be parsed")
-        .expect_no_leak(SENTINEL.as_bytes());
-    out.expect_empty();
-}
-
-#[test]
 fn a_metadata_server_without_a_service_account_is_an_identity_failure() {
     // GKE Workload Identity with a KSA that has no binding: the token endpoint says 404.
     let metadata = Server::with_handler(|_| {
@@ -706,7 +601,7 @@ fn unsafe_or_unsupported_settings_are_usage_errors() {
         .run()
         .expect_code(2)
         .expect_stderr("SSL_CERT_FILE");
-    Sidecar::new()
+    testkit::sidecar!()
         .env("GCE_METADATA_HOST", env.metadata.host())
         .args([
             "--gcp-endpoint",
@@ -718,7 +613,7 @@ fn unsafe_or_unsupported_settings_are_usage_errors() {
         .run()
         .expect_code(2)
         .expect_stderr("https");
-    Sidecar::new()
+    testkit::sidecar!()
         .args(["--output-dir"])
         .arg(&out.path)
         .args(["--secret", "gcp://My Project/db"])
@@ -730,7 +625,7 @@ fn unsafe_or_unsupported_settings_are_usage_errors() {
 
 #[test]
 fn the_fakes_checksum_is_standard_crc32c() {
-    assert_eq!(support::gcp::crc32c(b"123456789"), 0xE306_9283);
+    assert_eq!(testkit::gcp::crc32c(b"123456789"), 0xE306_9283);
 }
 
 #[test]
@@ -814,7 +709,7 @@ fn an_https_endpoint_is_trusted_through_ssl_cert_file() {
     // SSL_CERT_FILE replaces the roots for the Google clients, as docs/gcp.md says.
     sidecar(&sm, &out)
         .env("GCE_METADATA_HOST", metadata.host())
-        .env("SSL_CERT_FILE", &support::tls::ca().pem_file)
+        .env("SSL_CERT_FILE", &testkit::tls::ca().pem_file)
         .args(["--secret", "gcp://my-project/db-password"])
         .run()
         .expect_code(0);

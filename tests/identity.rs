@@ -1,11 +1,10 @@
+#![cfg(feature = "aws")]
 //! Cross-cloud identity through the real binary: a web-identity token obtained in-process
 //! (a Google ID token from the metadata server, or an OAuth2 client-credentials access
 //! token from an identity provider) is exchanged with STS AssumeRoleWithWebIdentity, and
 //! only the credentials STS returns can read the secret: STS hands out a 12-digit access
 //! key id, which LocalStack takes as the account, and the secret exists in that account
 //! alone. Then `token` mode, which keeps such a token fresh in a file.
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -17,12 +16,16 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use support::gcp::Metadata;
-use support::oauth2::{Client, IdP};
-use support::sts::{SECRET_ACCESS_KEY, SESSION_TOKEN, Sts};
-use support::{SENTINEL, Scratch, Sidecar, jwt_subject, unique};
+#[cfg(feature = "gcp")]
+use testkit::gcp::Metadata;
+use testkit::oauth2::{Client, IdP};
+use testkit::sts::{SESSION_TOKEN, Sts};
+use testkit::{SENTINEL, Scratch, Sidecar, unique};
+#[cfg(feature = "gcp")]
+use testkit::{jwt_subject, sts::SECRET_ACCESS_KEY};
 
 const AUDIENCE: &str = "sts.amazonaws.com";
+#[cfg(feature = "gcp")]
 const GKE_SA: &str = "app@my-project.iam.gserviceaccount.com";
 const CLIENT_ID: &str = "3f9c2a7e-secret-sidecar-aws";
 const CLIENT_SECRET: &str = "idp-client-secret-4e1d-never-log-me";
@@ -38,12 +41,12 @@ fn account() -> String {
 
 /// Creates `name` = `value` in `account`'s Secrets Manager in LocalStack.
 fn seed(account: &str, name: &str, value: &str) {
-    support::Seeder::in_account(account).string(name, value);
+    testkit::localstack::Seeder::in_account(account).string(name, value);
 }
 
 /// The binary with no AWS credentials of its own: only the exchanged ones can work.
 fn sidecar(sts: &Sts, account: &str) -> Sidecar {
-    Sidecar::new()
+    testkit::sidecar!()
         .assuming_role(
             sts.url(),
             format!("arn:aws:iam::{account}:role/secret-sidecar"),
@@ -81,6 +84,7 @@ fn oauth2_args(idp: &IdP, secret_file: &Path) -> Vec<String> {
     ]
 }
 
+#[cfg(feature = "gcp")]
 #[test]
 fn a_gke_pod_reads_an_aws_secret_with_its_google_id_token() {
     let account = account();
@@ -115,7 +119,7 @@ fn a_gke_pod_reads_an_aws_secret_with_its_google_id_token() {
         .collect();
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert!(asked[0].contains("audience=sts.amazonaws.com"), "{asked:?}");
-    let form = support::http::form(&sts.server.requests()[0].body);
+    let form = testkit::http::form(&sts.server.requests()[0].body);
     assert_eq!(
         form["RoleArn"],
         format!("arn:aws:iam::{account}:role/secret-sidecar")
@@ -157,7 +161,7 @@ fn an_external_idp_token_reaches_aws_with_either_client_authentication() {
             "{method}: STS must get the IdP's token"
         );
         let request = &idp.requests()[0];
-        let form = support::http::form(&request.body);
+        let form = testkit::http::form(&request.body);
         assert_eq!(form["grant_type"], "client_credentials");
         assert_eq!(form["scope"], SCOPE);
         match method {
@@ -238,14 +242,14 @@ fn identity_provider_refusals_and_outages_are_told_apart() {
     out.expect_empty();
 
     // A server that echoes the secret in its error: the log never carries it.
-    let mut echoed = support::http::Response::json(
+    let mut echoed = testkit::http::Response::json(
         400,
         format!(
             r#"{{"error":"invalid_request","error_description":"client_secret {CLIENT_SECRET} is malformed"}}"#
         ),
     );
     echoed.headers = vec![("content-type", "application/json".to_owned())];
-    let echo = support::http::Server::start(vec![echoed]);
+    let echo = testkit::http::Server::start(vec![echoed]);
     let run = sidecar(&sts, &account)
         .args(["--aws-token-source", "oauth2-client-credentials"])
         .args(["--oauth2-token-url", &format!("{}/token", echo.url)])
@@ -332,34 +336,35 @@ fn token_sources_refuse_incomplete_or_unsafe_options() {
             .expect_stderr(message);
     }
     // The role is required: without it there is nothing to exchange the token for.
-    let metadata = Metadata::start("ya29.unused", GKE_SA);
-    sidecar(&sts, "000000000000")
-        .env_remove("AWS_ROLE_ARN")
-        .env("GCE_METADATA_HOST", metadata.host())
-        .args(["--aws-token-source", "gcp-metadata"])
-        .args(["--aws-token-audience", AUDIENCE])
-        .args(["--secret", "aws://x", "--output-dir"])
-        .arg(&out.path)
-        .run()
-        .expect_code(2)
-        .expect_stderr("needs AWS_ROLE_ARN");
+    #[cfg(feature = "gcp")]
+    {
+        let metadata = Metadata::start("ya29.unused", GKE_SA);
+        sidecar(&sts, "000000000000")
+            .env_remove("AWS_ROLE_ARN")
+            .env("GCE_METADATA_HOST", metadata.host())
+            .args(["--aws-token-source", "gcp-metadata"])
+            .args(["--aws-token-audience", AUDIENCE])
+            .args(["--secret", "aws://x", "--output-dir"])
+            .arg(&out.path)
+            .run()
+            .expect_code(2)
+            .expect_stderr("needs AWS_ROLE_ARN");
+    }
     assert!(sts.tokens().is_empty());
 }
 
 /// A running `secret-sidecar token`, killed if a test fails before stopping it.
 struct Refresher {
     child: Option<Child>,
-    file: PathBuf,
 }
 
 impl Refresher {
-    fn start(mut command: Command, file: PathBuf) -> Refresher {
+    fn start(mut command: Command) -> Refresher {
         command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         Refresher {
             child: Some(command.spawn().expect("the binary starts")),
-            file,
         }
     }
 
@@ -369,7 +374,7 @@ impl Refresher {
     }
 
     /// Sends SIGTERM, as the kubelet does, and returns the exit code and everything printed.
-    fn stop(mut self) -> support::Run {
+    fn stop(mut self) -> testkit::Run {
         let child = self.child.take().unwrap();
         let status = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
@@ -382,7 +387,7 @@ impl Refresher {
             started.elapsed() < Duration::from_secs(5),
             "SIGTERM was slow"
         );
-        support::Run::from(output)
+        testkit::Run::from(output)
     }
 }
 
@@ -397,7 +402,7 @@ impl Drop for Refresher {
 
 /// `token --probe` for `file`: whether the startup probe passes.
 fn probe(file: &Path) -> bool {
-    Sidecar::new()
+    testkit::sidecar!()
         .args(["token", "--probe", "--out"])
         .arg(file)
         .run()
@@ -444,13 +449,12 @@ fn token_mode_keeps_the_token_fresh_and_survives_an_outage() {
 
     let (stop_reading, reader) = watch(file.clone());
     let mut refresher = Refresher::start(
-        Sidecar::new()
+        testkit::sidecar!()
             .env("RUST_LOG", "trace")
             .args(["token", "--source", "oauth2-client-credentials", "--out"])
             .arg(&file)
             .args(oauth2_args(&idp, &secret))
             .command(),
-        file.clone(),
     );
 
     // The first token appears, then the probe passes.
@@ -519,22 +523,22 @@ fn token_mode_keeps_the_token_fresh_and_survives_an_outage() {
     );
 }
 
+#[cfg(feature = "gcp")]
 #[test]
 fn token_mode_writes_the_metadata_servers_id_token() {
     let metadata = Metadata::start("ya29.unused", GKE_SA);
     let dir = Scratch::tmpfs("token-gcp");
     let file = dir.path.join("token");
     let refresher = Refresher::start(
-        Sidecar::new()
+        testkit::sidecar!()
             .env("GCE_METADATA_HOST", metadata.host())
             .args(["token", "--source", "gcp-metadata", "--audience", AUDIENCE])
             .args(["--mode", "0400", "--out"])
             .arg(&file)
             .command(),
-        file.clone(),
     );
     wait_until("the ID token", Duration::from_secs(10), || file.exists());
-    let token = String::from_utf8(fs::read(&refresher.file).unwrap()).unwrap();
+    let token = String::from_utf8(fs::read(&file).unwrap()).unwrap();
     assert_eq!(jwt_subject(&token), format!("{GKE_SA}|{AUDIENCE}"));
     assert_eq!(
         fs::metadata(&file).unwrap().permissions().mode() & 0o7777,
@@ -555,7 +559,7 @@ fn token_mode_fails_closed_at_start() {
     // The first token cannot be had: exit 3, no file.
     let dir = Scratch::tmpfs("token-fail");
     let file = dir.path.join("token");
-    let run = Sidecar::new()
+    let run = testkit::sidecar!()
         .args(["token", "--source", "oauth2-client-credentials", "--out"])
         .arg(&file)
         .args(oauth2_args(&idp, &secret_file(&files, "not-the-secret")))
@@ -566,7 +570,7 @@ fn token_mode_fails_closed_at_start() {
     // A directory shared with other files: publishing would replace them, so refuse.
     let shared = Scratch::tmpfs("token-shared");
     fs::write(shared.path.join("db-password"), "x").unwrap();
-    Sidecar::new()
+    testkit::sidecar!()
         .args(["token", "--source", "oauth2-client-credentials", "--out"])
         .arg(shared.path.join("token"))
         .args(oauth2_args(&idp, &secret_file(&files, CLIENT_SECRET)))

@@ -1,18 +1,17 @@
+#![cfg(feature = "aws")]
 //! Failures that must be caught before any network call: usage, file names, the output
 //! directory. The endpoint points at a closed port, so a test that reached the network
 //! would see exit 5 instead of the code it expects.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 
-use support::{Scratch, Sidecar};
+use testkit::{Scratch, Sidecar};
 
 const CLOSED: &str = "http://127.0.0.1:9";
 
 fn offline() -> Sidecar {
-    Sidecar::new().env("AWS_ENDPOINT_URL", CLOSED)
+    testkit::sidecar!().env("AWS_ENDPOINT_URL", CLOSED)
 }
 
 #[test]
@@ -192,7 +191,7 @@ fn config_errors_name_the_line_and_never_quote_values() {
         .expect_code(2)
         .expect_stderr("pasword")
         .expect_stderr("line 4")
-        .expect_no_leak(support::SENTINEL.as_bytes());
+        .expect_no_leak(testkit::SENTINEL.as_bytes());
 
     fs::write(
         &path,
@@ -207,7 +206,7 @@ fn config_errors_name_the_line_and_never_quote_values() {
         .run()
         .expect_code(2)
         .expect_stderr("line 2")
-        .expect_no_leak(support::SENTINEL.as_bytes());
+        .expect_no_leak(testkit::SENTINEL.as_bytes());
 
     offline()
         .arg("--output-dir")

@@ -1,17 +1,17 @@
+#![cfg(feature = "aws")]
 //! Shaping the output: every format, aggregate files, optional secrets, per-file modes
 //! and owners, and the manifest, through the real binary against LocalStack.
-
-mod support;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::{SENTINEL, Scratch, Seeder, Sidecar, base64, unique};
+use testkit::localstack::Seeder;
+use testkit::{SENTINEL, Scratch, Sidecar, base64, unique};
 
 fn sidecar(out: &Scratch) -> Sidecar {
-    Sidecar::new().arg("--output-dir").arg(&out.path)
+    testkit::sidecar!().arg("--output-dir").arg(&out.path)
 }
 
 fn config(dir: &Scratch, text: &str) -> std::path::PathBuf {
@@ -28,7 +28,7 @@ fn as_root() -> bool {
 
 #[test]
 fn explode_makes_one_file_per_member() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("explode");
     seed.string(
         &name,
@@ -51,7 +51,7 @@ fn explode_makes_one_file_per_member() {
 
 #[test]
 fn explode_refuses_members_that_are_not_file_names_or_collide() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let out = Scratch::tmpfs("explode-bad");
     for document in [
         r#"{"../etc":"x"}"#,
@@ -73,7 +73,7 @@ fn explode_refuses_members_that_are_not_file_names_or_collide() {
 
 #[test]
 fn base64_is_decoded_byte_exact() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("base64");
     // A keystore-like blob: every byte value, stored as wrapped base64 text.
     let bytes: Vec<u8> = (0..=255u8).collect();
@@ -111,7 +111,7 @@ fn base64_is_decoded_byte_exact() {
 
 #[test]
 fn optional_secrets_are_skipped_only_when_missing() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let present = unique("present");
     seed.string(&present, "here");
     let absent = unique("absent");
@@ -151,7 +151,7 @@ fn optional_secrets_are_skipped_only_when_missing() {
 
 #[test]
 fn optional_does_not_hide_access_denied() {
-    let server = support::http::Server::start(vec![support::http::Response::json(
+    let server = testkit::http::Server::start(vec![testkit::http::Response::json(
         400,
         r#"{"__type":"AccessDeniedException","Message":"no"}"#,
     )]);
@@ -178,7 +178,7 @@ const TRICKY: [(&str, &str); 7] = [
 
 #[test]
 fn env_file_round_trips_through_sh_and_dotenv() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("env");
     let document = serde_json::to_string(
         &TRICKY
@@ -259,7 +259,7 @@ fn env_file_round_trips_through_sh_and_dotenv() {
 
 #[test]
 fn env_file_refuses_a_value_no_parser_agrees_on() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let out = Scratch::tmpfs("env-bad");
     let dir = Scratch::disk("env-bad-config");
     for value in [
@@ -289,7 +289,7 @@ fn env_file_refuses_a_value_no_parser_agrees_on() {
 /// (docker --env-file, `while read`): refused unless the file says its readers cope.
 #[test]
 fn env_file_refuses_line_breaks_unless_the_file_allows_them() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("env-newline");
     seed.string(&name, &format!("{SENTINEL}\nLD_PRELOAD=/tmp/evil.so"));
     let out = Scratch::tmpfs("env-newline");
@@ -323,7 +323,7 @@ fn env_file_refuses_line_breaks_unless_the_file_allows_them() {
 
 #[test]
 fn json_aggregate_reads_back_exactly() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let user = unique("json-user");
     let db = unique("json-db");
     seed.string(&user, "app\"user");
@@ -346,7 +346,7 @@ fn json_aggregate_reads_back_exactly() {
 
 #[test]
 fn template_renders_a_dsn_and_fails_closed_on_a_missing_variable() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let db = unique("tpl-db");
     seed.string(
         &db,
@@ -410,7 +410,7 @@ fn per_file_modes_and_owners_hold_for_a_non_root_reader() {
         );
         return;
     }
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("perms");
     seed.string(&name, "top secret");
     let out = Scratch::tmpfs("perms");
@@ -472,7 +472,7 @@ fn the_fsgroup_recipe_lets_another_uid_read_the_files() {
         eprintln!("not root: cannot set up an fsGroup-style volume or switch users");
         return;
     }
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("fsgroup");
     seed.string(&name, "for the app");
     let out = Scratch::tmpfs("fsgroup");
@@ -521,7 +521,7 @@ fn the_fsgroup_recipe_lets_another_uid_read_the_files() {
 
 #[test]
 fn manifest_describes_the_set_without_values() {
-    let mut seed = Seeder::new();
+    let mut seed = Seeder::connect();
     let name = unique("manifest");
     let (_, version) = seed.string(&name, &format!(r#"{{"k":"{SENTINEL}"}}"#));
     let out = Scratch::tmpfs("manifest");
@@ -534,7 +534,7 @@ fn manifest_describes_the_set_without_values() {
         .run()
         .expect_code(0);
     let text = String::from_utf8(out.read("..manifest.json")).unwrap();
-    for form in support::leak_forms(SENTINEL.as_bytes()) {
+    for form in testkit::leak_forms(SENTINEL.as_bytes()) {
         assert!(
             !text.contains(&form),
             "the manifest holds the value: {text}"

@@ -6,10 +6,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::support;
-use super::support::Scratch;
-use super::support::deploy::DemoSecrets;
 use super::{AZURE_WORKLOAD_IDENTITY, exercise_with, k8s_workloads, readable_file, subject};
+use testkit::Scratch;
+use testkit::deploy::DemoSecrets;
 
 /// A copy of `path` that the sidecar's user can read, in `dir`.
 fn readable_copy(dir: &Scratch, path: &Path, name: &str) -> PathBuf {
@@ -20,12 +19,12 @@ fn readable_copy(dir: &Scratch, path: &Path, name: &str) -> PathBuf {
 }
 
 /// The tenant the AKS webhook uses when the ServiceAccount names none: the cluster's.
-const CLUSTER_TENANT: &str = support::azure::TENANT;
+const CLUSTER_TENANT: &str = testkit::azure::TENANT;
 
 #[test]
 fn kubernetes_azure_workload_identity_overlay_runs_as_written() {
-    use support::azure::{ConnectProxy, Entra, KeyVault, jwt};
-    use support::tls::ca;
+    use testkit::azure::{ConnectProxy, Entra, KeyVault, jwt};
+    use testkit::tls::ca;
 
     for workload in k8s_workloads(AZURE_WORKLOAD_IDENTITY) {
         let what = &workload.what;

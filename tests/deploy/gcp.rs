@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::support;
-use super::support::Scratch;
-use super::support::deploy::{DemoSecrets, str_at};
 use super::{
     GCP_FEDERATION, GCP_WORKLOAD_IDENTITY, exercise_with, k8s_workloads, readable_file, subject,
 };
+use testkit::Scratch;
+use testkit::deploy::{DemoSecrets, str_at};
 
 /// The single project of the `gcp://PROJECT/NAME` references, and each name as Secret
 /// Manager stores it (`projects/PROJECT/secrets/NAME` → value).
@@ -40,7 +39,7 @@ fn gcp_secrets(what: &str, demo: &DemoSecrets) -> (String, BTreeMap<String, Stri
 /// `token`.
 fn assert_secret_manager_reads(
     what: &str,
-    sm: &support::gcp::SecretManager,
+    sm: &testkit::gcp::SecretManager,
     stored: &BTreeMap<String, String>,
     token: &str,
 ) {
@@ -63,7 +62,7 @@ fn assert_secret_manager_reads(
 
 #[test]
 fn kubernetes_gcp_workload_identity_overlay_runs_as_written() {
-    use support::gcp::{Metadata, SecretManager};
+    use testkit::gcp::{Metadata, SecretManager};
 
     const TOKEN: &str = "ya29.c.gke-metadata-token-deploy";
     for workload in k8s_workloads(GCP_WORKLOAD_IDENTITY) {
@@ -114,8 +113,8 @@ fn kubernetes_gcp_workload_identity_overlay_runs_as_written() {
 
 #[test]
 fn kubernetes_gcp_federation_overlay_runs_as_written() {
-    use support::azure::jwt;
-    use support::gcp::{JWT_TOKEN_TYPE, SecretManager, Sts};
+    use testkit::azure::jwt;
+    use testkit::gcp::{JWT_TOKEN_TYPE, SecretManager, Sts};
 
     const TOKEN: &str = "ya29.d.sts-federated-token-deploy";
     for workload in k8s_workloads(GCP_FEDERATION) {
@@ -219,7 +218,7 @@ fn kubernetes_gcp_federation_overlay_runs_as_written() {
             .expect_stderr(&audience);
         let exchanges = sts.requests();
         assert_eq!(exchanges.len(), 1, "{what}: one token exchange");
-        let form = support::http::form(&exchanges[0].body);
+        let form = testkit::http::form(&exchanges[0].body);
         assert_eq!(form["subject_token"], token, "{what}");
         assert_eq!(form["audience"], audience, "{what}");
         assert_secret_manager_reads(what, &sm, &stored, TOKEN);

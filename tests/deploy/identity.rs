@@ -15,18 +15,19 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::support::deploy::{
-    Reader, Volume, VolumeDir, binary_for, command_as, documented_env_vars, read_as_app, seed,
-    str_at, strings,
-};
-use super::support::gcp::Metadata;
-use super::support::oauth2::{Client, IdP};
-use super::support::sts::Sts;
-use super::support::{Run, Scratch, Seeder, jwt_subject};
 use super::{
     EXTERNAL_IDP_TOKEN, GKE_TO_AWS, container_env, exercise_with, k8s_ids, k8s_workloads,
     pod_volume,
 };
+use testkit::deploy::{
+    Reader, Volume, VolumeDir, binary_for, command_as, documented_env_vars, read_as_app, seed,
+    str_at, strings,
+};
+use testkit::gcp::Metadata;
+use testkit::localstack::Seeder;
+use testkit::oauth2::{Client, IdP};
+use testkit::sts::Sts;
+use testkit::{Run, Scratch, jwt_subject};
 
 /// The account STS's keys belong to: the secrets are seeded there and nowhere else.
 const GKE_ACCOUNT: &str = "444455556666";
@@ -41,7 +42,7 @@ fn var<'e>(env: &'e [(String, String)], name: &str, what: &str) -> &'e str {
 
 #[test]
 fn kubernetes_gke_to_aws_overlay_runs_as_written() {
-    let _ = Seeder::new(); // a clear message when LocalStack is not running
+    let _ = Seeder::connect(); // a clear message when LocalStack is not running
     for workload in k8s_workloads(GKE_TO_AWS) {
         let what = &workload.what;
         let sidecar = &workload.deployment.sidecar;
@@ -79,7 +80,7 @@ fn kubernetes_gke_to_aws_overlay_runs_as_written() {
             jwt_subject(&tokens[0]),
             format!("{google_account}|{audience}")
         );
-        let form = super::support::http::form(&sts.server.requests()[0].body);
+        let form = testkit::http::form(&sts.server.requests()[0].body);
         assert_eq!(form["RoleArn"], role, "{what}");
         run.expect_no_leak(tokens[0].as_bytes());
     }
@@ -87,7 +88,7 @@ fn kubernetes_gke_to_aws_overlay_runs_as_written() {
 
 #[test]
 fn kubernetes_external_idp_token_overlay_runs_as_written() {
-    let _ = Seeder::new(); // a clear message when LocalStack is not running
+    let _ = Seeder::connect(); // a clear message when LocalStack is not running
     let mut sidecars_run = 0;
     for workload in k8s_workloads(EXTERNAL_IDP_TOKEN) {
         let what = &workload.what;
@@ -172,7 +173,7 @@ fn token_sidecar_runs_as_written(
         .unwrap_or_else(|| panic!("{what}: --out=FILE"))
         .to_owned();
     let env = container_env(native, &what);
-    let documented = documented_env_vars();
+    let documented = documented_env_vars(testkit::binary!());
     for (name, _) in &env {
         if name.starts_with("SECRET_SIDECAR_") {
             assert!(documented.contains(name), "{what}: {name} is not read");
@@ -196,7 +197,7 @@ fn token_sidecar_runs_as_written(
     let args: Vec<String> = args.iter().map(|a| host(a)).collect();
 
     let bin_dir = Scratch::tmpfs("token-bin");
-    let binary = binary_for(&bin_dir);
+    let binary = binary_for(testkit::binary!(), &bin_dir);
     let user = k8s_ids(pod, native, &what);
     let mut command = command_as(&user, &binary);
     command

@@ -14,17 +14,19 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
 use serde_json::Value;
 
+use super::localstack::Seeder;
 use super::{Run, Scratch, endpoint};
 
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const DEFAULT_ACCOUNT: &str = "000000000000";
 
+/// The repository: the test kit lives in its `testkit/` directory.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let kit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    kit.parent()
+        .expect("testkit/ is inside the repository")
+        .to_owned()
 }
 
 pub fn read(path: &str) -> String {
@@ -157,7 +159,7 @@ impl VolumeDir {
     pub fn new(volume: Volume, tag: &str) -> VolumeDir {
         let (dir, path) = match volume {
             Volume::FargateBind { .. } => {
-                let path = disk_parent().join(super::unique(tag).replace('/', "-"));
+                let path = super::disk_dir().join(super::unique(tag).replace('/', "-"));
                 fs::create_dir_all(&path).unwrap();
                 (None, path)
             }
@@ -188,19 +190,6 @@ impl Drop for VolumeDir {
             let _ = fs::remove_dir_all(&self.path);
         }
     }
-}
-
-/// A directory on a disk (not tmpfs) that every user can reach.
-fn disk_parent() -> PathBuf {
-    for candidate in [std::env::temp_dir(), PathBuf::from("/var/tmp")] {
-        if let Ok(stat) = rustix::fs::statfs(&candidate) {
-            #[allow(clippy::unnecessary_cast)]
-            if stat.f_type as i64 != 0x0102_1994 {
-                return candidate;
-            }
-        }
-    }
-    panic!("no disk-backed temporary directory (both the temp dir and /var/tmp are tmpfs)")
 }
 
 /// Whether this process runs as root (the owner of /proc/self is the effective uid).
@@ -463,59 +452,25 @@ pub fn seed(invocation: &Invocation, account: &str) -> BTreeMap<String, Vec<u8>>
             invocation.what
         );
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let config = aws_sdk_secretsmanager::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(invocation.region()))
-        .endpoint_url(endpoint())
-        // LocalStack takes a 12-digit access key id as the account.
-        .credentials_provider(Credentials::new(account, "test", None, None, "deploy-test"))
-        .build();
-    let client = Client::from_conf(config);
+    let mut seeder = Seeder::in_account(account);
     for (name, value) in &demo.stored {
-        runtime.block_on(store(&client, name, value));
+        seeder.upsert_in(&invocation.region(), name, value);
     }
     demo.files
 }
 
-async fn store(client: &Client, name: &str, value: &str) {
-    let created = client
-        .create_secret()
-        .name(name)
-        .secret_string(value)
-        .send()
-        .await;
-    if let Err(err) = created {
-        let exists = err
-            .as_service_error()
-            .is_some_and(|e| e.is_resource_exists_exception());
-        assert!(exists, "creating {name}: {err:?}");
-        client
-            .put_secret_value()
-            .secret_id(name)
-            .secret_string(value)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("updating {name}: {e:?}"));
-    }
-}
-
 /// The secret-sidecar binary, where `ids` can execute it: itself when every directory
 /// above it is searchable by others, else a copy in `scratch`.
-pub fn binary_for(scratch: &Scratch) -> PathBuf {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_secret-sidecar"));
+pub fn binary_for(binary: &Path, scratch: &Scratch) -> PathBuf {
     let reachable = binary
         .ancestors()
         .skip(1)
         .all(|dir| fs::metadata(dir).is_ok_and(|m| m.mode() & 0o001 != 0));
     if reachable || !is_root() {
-        return binary;
+        return binary.to_owned();
     }
     let copy = scratch.path.join("secret-sidecar");
-    fs::copy(&binary, &copy).unwrap();
+    fs::copy(binary, &copy).unwrap();
     fs::set_permissions(&scratch.path, fs::Permissions::from_mode(0o755)).unwrap();
     copy
 }
@@ -590,13 +545,10 @@ pub fn read_as_app(reader: &Reader, volume: &Path, path: &str) -> Result<Vec<u8>
 
 /// The names of `SECRET_SIDECAR_*` variables the binary documents in `--help` and
 /// `token --help`.
-pub fn documented_env_vars() -> Vec<String> {
+pub fn documented_env_vars(binary: &Path) -> Vec<String> {
     let mut names = Vec::new();
     for args in [&["--help"][..], &["token", "--help"][..]] {
-        let output = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"))
-            .args(args)
-            .output()
-            .unwrap();
+        let output = Command::new(binary).args(args).output().unwrap();
         let help = String::from_utf8_lossy(&output.stdout).into_owned();
         names.extend(help.split("env: ").skip(1).map(|rest| {
             rest.chars()

@@ -1,24 +1,61 @@
-//! Shared test support: run the real binary, seed LocalStack, make scratch directories,
-//! and scan output for leaked secrets.
+//! What the integration tests under `tests/` share: run the real binary with a clean
+//! environment, make scratch directories, scan output for leaked secrets, and the protocol
+//! fakes every provider's tests and the shared conformance and fault tables run against.
 //!
-//! LocalStack must be running; `scripts/test.sh` (the README's test command) installs and
-//! starts it. `LOCALSTACK_ENDPOINT` points the tests at another instance.
-
-#![allow(dead_code)]
+//! A crate of its own rather than a `mod support;` in each test, so that it is compiled
+//! once instead of once per test binary, and so that each module sits behind the cargo
+//! feature of the provider it serves (features mirror the main crate's: `aws`, `azure`,
+//! `gcp`). Only [`localstack`] imports the AWS SDK.
+//!
+//! Cargo tells only an integration test, at compile time, where it put the binary under
+//! test; [`sidecar!`] and [`binary!`] expand there. LocalStack must be running for the
+//! tests that seed it ([`localstack::Seeder`]); `scripts/test.sh` starts it, and
+//! `LOCALSTACK_ENDPOINT` points the tests at another instance.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::net::TcpStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_secretsmanager::primitives::Blob;
+#[cfg(feature = "azure")]
+pub mod azure;
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub mod conformance;
+#[cfg(feature = "aws")]
+pub mod deploy;
+#[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
+pub mod faults;
+#[cfg(feature = "gcp")]
+pub mod gcp;
+pub mod http;
+#[cfg(feature = "aws")]
+pub mod localstack;
+#[cfg(feature = "aws")]
+pub mod oauth2;
+#[cfg(feature = "aws")]
+pub mod sts;
+pub mod tls;
+
+/// The binary under test as a [`Sidecar`], with a clean environment aimed at LocalStack.
+#[macro_export]
+macro_rules! sidecar {
+    () => {
+        $crate::Sidecar::new($crate::binary!())
+    };
+}
+
+/// The path of the binary under test: `env!("CARGO_BIN_EXE_secret-sidecar")`, which only
+/// an integration test can read.
+#[macro_export]
+macro_rules! binary {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_secret-sidecar"))
+    };
+}
 
 pub const REGION: &str = "us-east-1";
 
@@ -46,14 +83,16 @@ pub fn unique_id(separator: char) -> String {
     format!("{}{separator}{count}{separator}{nanos}", std::process::id())
 }
 
-/// The binary under test with a clean environment aimed at LocalStack.
+/// The binary under test with a clean environment aimed at LocalStack; [`sidecar!`] makes
+/// one.
 pub struct Sidecar {
+    binary: PathBuf,
     args: Vec<OsString>,
     env: BTreeMap<String, OsString>,
 }
 
 impl Sidecar {
-    pub fn new() -> Sidecar {
+    pub fn new(binary: &Path) -> Sidecar {
         let mut env = BTreeMap::new();
         let mut set = |name: &str, value: OsString| {
             env.insert(name.to_owned(), value);
@@ -72,6 +111,7 @@ impl Sidecar {
         );
         set("AWS_EC2_METADATA_DISABLED", "true".into());
         Sidecar {
+            binary: binary.to_owned(),
             args: Vec::new(),
             env,
         }
@@ -111,7 +151,7 @@ impl Sidecar {
     }
 
     pub fn run(self) -> Run {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"));
+        let mut command = Command::new(&self.binary);
         command.args(&self.args);
         self.finish(command)
     }
@@ -122,7 +162,7 @@ impl Sidecar {
         command
             .arg("-c")
             .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
-            .arg(env!("CARGO_BIN_EXE_secret-sidecar"))
+            .arg(&self.binary)
             .args(&self.args);
         self.finish(command)
     }
@@ -133,7 +173,7 @@ impl Sidecar {
         let mut command = Command::new(wrapper[0]);
         command
             .args(&wrapper[1..])
-            .arg(env!("CARGO_BIN_EXE_secret-sidecar"))
+            .arg(&self.binary)
             .args(&self.args);
         self.finish(command)
     }
@@ -141,7 +181,7 @@ impl Sidecar {
     /// The command with its clean environment, for a test that must control the process
     /// itself (spawn it and signal it, say).
     pub fn command(self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_secret-sidecar"));
+        let mut command = Command::new(&self.binary);
         command
             .args(&self.args)
             .env_clear()
@@ -263,9 +303,9 @@ impl Scratch {
         Scratch::under(Path::new("/dev/shm"), tag)
     }
 
-    /// A directory on the disk that holds the build, which is not tmpfs.
+    /// A directory on a disk, not tmpfs, that every user can reach (see [`disk_dir`]).
     pub fn disk(tag: &str) -> Scratch {
-        Scratch::under(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
+        Scratch::under(&disk_dir(), tag)
     }
 
     fn under(parent: &Path, tag: &str) -> Scratch {
@@ -310,6 +350,20 @@ impl Scratch {
     }
 }
 
+/// A directory on a disk (not tmpfs) that every user can reach: the temporary directory,
+/// or `/var/tmp` where that is tmpfs.
+pub fn disk_dir() -> PathBuf {
+    for candidate in [std::env::temp_dir(), PathBuf::from("/var/tmp")] {
+        if let Ok(stat) = rustix::fs::statfs(&candidate) {
+            #[allow(clippy::unnecessary_cast)]
+            if stat.f_type as i64 != 0x0102_1994 {
+                return candidate;
+            }
+        }
+    }
+    panic!("no disk-backed temporary directory (both the temp dir and /var/tmp are tmpfs)")
+}
+
 fn list(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
     for entry in fs::read_dir(dir).unwrap() {
         let entry = entry.unwrap();
@@ -336,111 +390,6 @@ fn list(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-/// Creates secrets in LocalStack through the SDK.
-pub struct Seeder {
-    runtime: tokio::runtime::Runtime,
-    clients: BTreeMap<String, Client>,
-    credentials: Credentials,
-}
-
-impl Seeder {
-    pub fn new() -> Seeder {
-        let endpoint = endpoint();
-        let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
-        if TcpStream::connect(address).is_err() {
-            panic!(
-                "LocalStack is not answering at {endpoint}. Run the tests with scripts/test.sh, \
-                 or start it with scripts/localstack.sh start"
-            );
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        Seeder {
-            runtime,
-            clients: BTreeMap::new(),
-            credentials: Credentials::for_tests(),
-        }
-    }
-
-    /// Seeds into `account` alone: LocalStack takes a 12-digit access key id as the
-    /// account, so only credentials with that key id see these secrets.
-    pub fn in_account(account: &str) -> Seeder {
-        Seeder {
-            credentials: Credentials::new(account, "test", None, None, "seeder"),
-            ..Seeder::new()
-        }
-    }
-
-    fn client(&mut self, region: &str) -> Client {
-        let endpoint = endpoint();
-        self.clients
-            .entry(region.to_owned())
-            .or_insert_with(|| {
-                let config = aws_sdk_secretsmanager::Config::builder()
-                    .behavior_version(BehaviorVersion::latest())
-                    .region(Region::new(region.to_owned()))
-                    .endpoint_url(endpoint)
-                    .credentials_provider(self.credentials.clone())
-                    .build();
-                Client::from_conf(config)
-            })
-            .clone()
-    }
-
-    /// Creates a string secret and returns (ARN, version id).
-    pub fn string(&mut self, name: &str, value: &str) -> (String, String) {
-        self.string_in(REGION, name, value)
-    }
-
-    pub fn string_in(&mut self, region: &str, name: &str, value: &str) -> (String, String) {
-        let client = self.client(region);
-        let out = self
-            .runtime
-            .block_on(
-                client
-                    .create_secret()
-                    .name(name)
-                    .secret_string(value)
-                    .send(),
-            )
-            .expect("create_secret");
-        (out.arn.unwrap(), out.version_id.unwrap())
-    }
-
-    pub fn binary(&mut self, name: &str, value: &[u8]) -> String {
-        let client = self.client(REGION);
-        let out = self
-            .runtime
-            .block_on(
-                client
-                    .create_secret()
-                    .name(name)
-                    .secret_binary(Blob::new(value))
-                    .send(),
-            )
-            .expect("create_secret");
-        out.arn.unwrap()
-    }
-
-    /// Adds a new current version and returns its id; the old one becomes AWSPREVIOUS.
-    pub fn put(&mut self, name: &str, value: &str) -> String {
-        let client = self.client(REGION);
-        let out = self
-            .runtime
-            .block_on(
-                client
-                    .put_secret_value()
-                    .secret_id(name)
-                    .secret_string(value)
-                    .send(),
-            )
-            .expect("put_secret_value");
-        out.version_id.unwrap()
     }
 }
 
@@ -479,16 +428,3 @@ pub fn jwt_subject(token: &str) -> String {
     let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
     claims["sub"].as_str().unwrap().to_owned()
 }
-
-pub fn wait_a_moment() {
-    std::thread::sleep(Duration::from_millis(20));
-}
-
-pub mod azure;
-pub mod deploy;
-pub mod faults;
-pub mod gcp;
-pub mod http;
-pub mod oauth2;
-pub mod sts;
-pub mod tls;

@@ -22,12 +22,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::http::{Request, Response, Server, form};
-use super::tls::HttpsServer;
+use super::tls::{HttpsServer, ca};
+use super::{Scratch, Sidecar};
 
 pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const CLIENT_ID: &str = "5c0a5e1b-3f6e-4b8e-9a2d-1f7c2b9e4d11";
@@ -78,6 +80,65 @@ fn query(target: &str) -> BTreeMap<String, String> {
         .split_once('?')
         .map(|(_, query)| form(query.as_bytes()))
         .unwrap_or_default()
+}
+
+/// Azure workload identity end to end: Entra ID, a vault that trusts its tokens, and the
+/// projected token file the AKS webhook mounts for the pod.
+pub struct Workload {
+    pub entra: Entra,
+    pub vault: KeyVault,
+    /// The projected service account token, the client assertion Entra accepts.
+    pub token: String,
+    pub token_file: PathBuf,
+    _token_dir: Scratch,
+}
+
+impl Workload {
+    /// Entra ID and a vault that names it in its challenge, both on 127.0.0.1.
+    pub fn start() -> Workload {
+        Workload::with_vault(KeyVault::start)
+    }
+
+    /// Entra ID and the vault `vault` makes to trust it.
+    pub fn with_vault(vault: impl FnOnce(&Entra) -> KeyVault) -> Workload {
+        let token = projected_token();
+        let token_dir = Scratch::disk("azure-token");
+        let token_file = token_dir.path.join("azure-identity-token");
+        std::fs::write(&token_file, &token).unwrap();
+        let entra = Entra::start(&token);
+        let vault = vault(&entra);
+        Workload {
+            entra,
+            vault,
+            token,
+            token_file,
+            _token_dir: token_dir,
+        }
+    }
+
+    /// `sidecar` with the variables the workload identity webhook injects, the authority
+    /// aimed at the fake.
+    pub fn identity(&self, sidecar: Sidecar) -> Sidecar {
+        sidecar
+            .env("AZURE_CLIENT_ID", CLIENT_ID)
+            .env("AZURE_TENANT_ID", TENANT)
+            .env("AZURE_FEDERATED_TOKEN_FILE", &self.token_file)
+            .env("AZURE_AUTHORITY_HOST", self.entra.authority_host())
+    }
+
+    /// [`Workload::identity`], the test CA trusted with `--ca-file`, and the challenge's
+    /// resource check off, as a vault reached by its loopback URL needs.
+    pub fn configure(&self, sidecar: Sidecar) -> Sidecar {
+        self.identity(sidecar)
+            .arg("--azure-skip-challenge-resource-check")
+            .arg("--ca-file")
+            .arg(&ca().pem_file)
+    }
+
+    /// `azure://https://127.0.0.1:PORT/secrets/NAME`
+    pub fn reference(&self, name: &str) -> String {
+        format!("azure://{}", self.vault.secret_url(name))
+    }
 }
 
 /// Entra ID's error shape, as `login.microsoftonline.com` sends it.

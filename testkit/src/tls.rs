@@ -67,9 +67,9 @@ pub fn ca() -> &'static TestCa {
             .signed_by(&wrong_key, &issuer)
             .unwrap();
 
-        let pem_file = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("test-ca-{}.pem", std::process::id()));
+        let pem_file = pem_path(std::process::id());
         fs::write(&pem_file, issuer.pem()).unwrap();
+        remove_stale_pem_files();
 
         TestCa {
             pem_file,
@@ -77,6 +77,33 @@ pub fn ca() -> &'static TestCa {
             wrong_name: server_config(&wrong_cert, &wrong_key, Some(issuer.der())),
         }
     })
+}
+
+/// Where the CA of test process `pid` is written: on disk, readable by every user the
+/// binary may run as.
+fn pem_path(pid: u32) -> PathBuf {
+    super::disk_dir().join(format!("secret-sidecar-test-ca-{pid}.pem"))
+}
+
+/// Each test process writes its CA once and cannot know when it is the last to need it;
+/// the next one removes the files of processes that are gone.
+fn remove_stale_pem_files() {
+    let Ok(entries) = fs::read_dir(super::disk_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("secret-sidecar-test-ca-"))
+            .and_then(|n| n.strip_suffix(".pem"))
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = fs::remove_file(pem_path(pid));
+        }
+    }
 }
 
 fn leaf_params(names: Vec<String>) -> CertificateParams {

@@ -19,7 +19,9 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+#[cfg(feature = "azure")]
 use super::azure::{CLIENT_ID, Entra, RESOURCE, TENANT, kv_error, projected_token};
+#[cfg(feature = "gcp")]
 use super::gcp::{Metadata, PROJECT_NUMBER, answer, crc32c, google_error};
 use super::http::{Fault, Request, Response, Server};
 use super::tls::{BadCertificate, HttpsServer, ca};
@@ -28,14 +30,20 @@ use super::{SENTINEL, Scratch, Sidecar};
 /// The file every case publishes to.
 pub const FILE: &str = "db";
 
+/// A provider the binary was built with: each variant exists with its cargo feature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
+    #[cfg(feature = "aws")]
     Aws,
+    #[cfg(feature = "azure")]
     Azure,
+    #[cfg(feature = "gcp")]
     Gcp,
 }
 
+#[cfg(feature = "gcp")]
 const GCP_TOKEN: &str = "ya29.c.fault-suite-metadata-token-0b7e";
+#[cfg(feature = "gcp")]
 const GCP_SECRET: &str = "projects/my-project/secrets/db";
 
 impl Provider {
@@ -47,11 +55,13 @@ impl Provider {
     /// The successful answer for `value`, in the provider's documented shape.
     pub fn ok_with(self, value: &str) -> Response {
         match self {
+            #[cfg(feature = "aws")]
             Provider::Aws => Response::json(
                 200,
                 serde_json::json!({"Name": "db", "VersionId": "v1", "SecretString": value})
                     .to_string(),
             ),
+            #[cfg(feature = "azure")]
             Provider::Azure => azure_json(
                 200,
                 serde_json::json!({
@@ -61,6 +71,7 @@ impl Provider {
                 })
                 .to_string(),
             ),
+            #[cfg(feature = "gcp")]
             Provider::Gcp => answer(
                 200,
                 "application/json; charset=UTF-8",
@@ -78,28 +89,46 @@ impl Provider {
 
     /// A 5xx in the provider's error shape (500 internal, 503 unavailable, ...).
     pub fn server_error(self, status: u16) -> Response {
-        let (aws, azure, google) = match status {
-            503 => ("ServiceUnavailable", "ServiceUnavailable", "UNAVAILABLE"),
-            _ => ("InternalServiceError", "InternalServerError", "INTERNAL"),
+        let code = |unavailable, internal| match status {
+            503 => unavailable,
+            _ => internal,
         };
         match self {
+            #[cfg(feature = "aws")]
             Provider::Aws => Response::json(
                 status,
-                format!(r#"{{"__type":"{aws}","Message":"injected fault"}}"#),
+                format!(
+                    r#"{{"__type":"{}","Message":"injected fault"}}"#,
+                    code("ServiceUnavailable", "InternalServiceError")
+                ),
             ),
-            Provider::Azure => kv_error(status, azure, "injected fault", None),
-            Provider::Gcp => google_error(status, google, "injected fault", "[]"),
+            #[cfg(feature = "azure")]
+            Provider::Azure => kv_error(
+                status,
+                code("ServiceUnavailable", "InternalServerError"),
+                "injected fault",
+                None,
+            ),
+            #[cfg(feature = "gcp")]
+            Provider::Gcp => google_error(
+                status,
+                code("UNAVAILABLE", "INTERNAL"),
+                "injected fault",
+                "[]",
+            ),
         }
     }
 
     /// Throttled, asking for a retry after `seconds`, the way the provider asks.
     pub fn throttled(self, seconds: u64) -> Response {
         match self {
+            #[cfg(feature = "aws")]
             Provider::Aws => Response::json(
                 429,
                 r#"{"__type":"ThrottlingException","Message":"Rate exceeded"}"#,
             )
             .header("retry-after", seconds.to_string()),
+            #[cfg(feature = "azure")]
             Provider::Azure => kv_error(
                 429,
                 "Throttled",
@@ -108,6 +137,7 @@ impl Provider {
             )
             .header("retry-after", seconds.to_string()),
             // Google says it in a google.rpc.RetryInfo detail, not a header.
+            #[cfg(feature = "gcp")]
             Provider::Gcp => google_error(
                 429,
                 "RESOURCE_EXHAUSTED",
@@ -127,13 +157,43 @@ impl Provider {
         response
     }
 
+    /// A 200 in the provider's content type that holds [`SENTINEL`] but does not parse as
+    /// its answer: a field of the wrong type, and (AWS) cut short. A client that printed
+    /// its parse error with the raw body would leak the value.
+    pub fn malformed(self) -> Response {
+        match self {
+            #[cfg(feature = "aws")]
+            Provider::Aws => Response::json(
+                200,
+                format!(r#"{{"Name":"db","VersionId":7,"SecretString":"{SENTINEL}""#),
+            ),
+            #[cfg(feature = "azure")]
+            Provider::Azure => azure_json(
+                200,
+                format!(r#"{{"value":"{SENTINEL}","id":7,"attributes":"enabled"}}"#),
+            ),
+            // `data` must be base64 and `dataCrc32c` a decimal int64 string.
+            #[cfg(feature = "gcp")]
+            Provider::Gcp => answer(
+                200,
+                "application/json",
+                format!(
+                    r#"{{"name":"projects/1/secrets/db/versions/1","payload":{{"data":"{SENTINEL}!","dataCrc32c":"{SENTINEL}"}}}}"#
+                ),
+            ),
+        }
+    }
+
     /// The start of a successful answer, inside the secret's value, that never ends: an
     /// endpoint streaming without limit (see [`Fault::Endless`]).
     pub fn endless(self) -> Response {
         let mut response = self.ok_with("");
         let cut = match self {
+            #[cfg(feature = "aws")]
             Provider::Aws => r#""SecretString":""#,
+            #[cfg(feature = "azure")]
             Provider::Azure => r#""value":""#,
+            #[cfg(feature = "gcp")]
             Provider::Gcp => r#""data":""#,
         };
         let end = response.body.find(cut).expect("the answer has the value") + cut.len();
@@ -149,6 +209,7 @@ impl Provider {
     }
 }
 
+#[cfg(feature = "azure")]
 fn azure_json(status: u16, body: String) -> Response {
     let mut response = Response::json(status, body);
     response.headers = vec![
@@ -213,11 +274,14 @@ pub struct Endpoint {
     _identity: Identity,
 }
 
-#[allow(dead_code)]
+/// The identity fakes, held only to keep them serving until the endpoint is dropped.
 enum Identity {
-    None,
-    Azure(Entra, Scratch),
-    Gcp(Metadata),
+    #[cfg(feature = "aws")]
+    StaticKeys,
+    #[cfg(feature = "azure")]
+    Azure { _entra: Entra, _token_dir: Scratch },
+    #[cfg(feature = "gcp")]
+    Gcp { _metadata: Metadata },
 }
 
 impl Endpoint {
@@ -249,75 +313,94 @@ impl Endpoint {
         });
         let take = Arc::clone(&script);
         let ca_file = || OsString::from(&ca().pem_file);
-        let mut env: Vec<(&'static str, OsString)> = Vec::new();
-        let mut args: Vec<OsString> = Vec::new();
-        let mut tokens = Vec::new();
-        let (secrets, identity) = match provider {
-            Provider::Aws => {
-                let secrets = Secrets::serve(certificate, false, move |_| take.next());
-                if certificate.is_some() {
-                    args.extend(["--ca-file".into(), ca_file()]);
+        let (secrets, identity, env, args, tokens): (_, _, Vec<(&str, OsString)>, _, _) =
+            match provider {
+                #[cfg(feature = "aws")]
+                Provider::Aws => {
+                    let secrets = Secrets::serve(certificate, false, move |_| take.next());
+                    let args = match certificate {
+                        Some(_) => vec!["--ca-file".into(), ca_file()],
+                        None => Vec::new(),
+                    };
+                    (secrets, Identity::StaticKeys, Vec::new(), args, Vec::new())
                 }
-                (secrets, Identity::None)
-            }
-            Provider::Azure => {
-                let token = projected_token();
-                let dir = Scratch::disk("fault-azure-token");
-                let token_file = dir.path.join("token");
-                std::fs::write(&token_file, &token).unwrap();
-                let entra = Entra::start(&token);
-                let bearer = format!("Bearer {}", entra.access_token);
-                let challenge = format!(
-                    r#"Bearer authorization="{}/{TENANT}", resource="{RESOURCE}""#,
-                    entra.server.url
-                );
-                let secrets = Secrets::serve(certificate, true, move |request| {
-                    match request.header("authorization") == Some(bearer.as_str()) {
-                        true => take.next(),
-                        false => kv_error(
-                            401,
-                            "Unauthorized",
-                            "AKV10000: Request is missing a Bearer or PoP token.",
-                            None,
-                        )
-                        .header("www-authenticate", challenge.clone()),
+                #[cfg(feature = "azure")]
+                Provider::Azure => {
+                    let token = projected_token();
+                    let dir = Scratch::disk("fault-azure-token");
+                    let token_file = dir.path.join("token");
+                    std::fs::write(&token_file, &token).unwrap();
+                    let entra = Entra::start(&token);
+                    let bearer = format!("Bearer {}", entra.access_token);
+                    let challenge = format!(
+                        r#"Bearer authorization="{}/{TENANT}", resource="{RESOURCE}""#,
+                        entra.server.url
+                    );
+                    let secrets = Secrets::serve(certificate, true, move |request| {
+                        match request.header("authorization") == Some(bearer.as_str()) {
+                            true => take.next(),
+                            false => kv_error(
+                                401,
+                                "Unauthorized",
+                                "AKV10000: Request is missing a Bearer or PoP token.",
+                                None,
+                            )
+                            .header("www-authenticate", challenge.clone()),
+                        }
+                    });
+                    let env = vec![
+                        ("AZURE_CLIENT_ID", CLIENT_ID.into()),
+                        ("AZURE_TENANT_ID", TENANT.into()),
+                        ("AZURE_FEDERATED_TOKEN_FILE", token_file.into()),
+                        ("AZURE_AUTHORITY_HOST", entra.authority_host().into()),
+                    ];
+                    let args = vec![
+                        "--azure-skip-challenge-resource-check".into(),
+                        "--ca-file".into(),
+                        ca_file(),
+                    ];
+                    let tokens = vec![token, entra.access_token.clone()];
+                    let identity = Identity::Azure {
+                        _entra: entra,
+                        _token_dir: dir,
+                    };
+                    (secrets, identity, env, args, tokens)
+                }
+                #[cfg(feature = "gcp")]
+                Provider::Gcp => {
+                    let metadata =
+                        Metadata::start(GCP_TOKEN, "app@my-project.iam.gserviceaccount.com");
+                    let secrets = Secrets::serve(certificate, false, move |_| take.next());
+                    let mut env = vec![
+                        ("HOME", "/nonexistent/home".into()),
+                        ("GCE_METADATA_HOST", metadata.host().into()),
+                    ];
+                    if certificate.is_some() {
+                        // The Google clients take no --ca-file; SSL_CERT_FILE replaces the roots.
+                        env.push(("SSL_CERT_FILE", ca_file()));
                     }
-                });
-                env.extend([
-                    ("AZURE_CLIENT_ID", CLIENT_ID.into()),
-                    ("AZURE_TENANT_ID", TENANT.into()),
-                    ("AZURE_FEDERATED_TOKEN_FILE", token_file.into()),
-                    ("AZURE_AUTHORITY_HOST", entra.authority_host().into()),
-                ]);
-                args.extend([
-                    "--azure-skip-challenge-resource-check".into(),
-                    "--ca-file".into(),
-                    ca_file(),
-                ]);
-                tokens.extend([token, entra.access_token.clone()]);
-                (secrets, Identity::Azure(entra, dir))
-            }
-            Provider::Gcp => {
-                let metadata = Metadata::start(GCP_TOKEN, "app@my-project.iam.gserviceaccount.com");
-                let secrets = Secrets::serve(certificate, false, move |_| take.next());
-                env.extend([
-                    ("HOME", "/nonexistent/home".into()),
-                    ("GCE_METADATA_HOST", metadata.host().into()),
-                ]);
-                if certificate.is_some() {
-                    // The Google clients take no --ca-file; SSL_CERT_FILE replaces the roots.
-                    env.push(("SSL_CERT_FILE", ca_file()));
+                    let identity = Identity::Gcp {
+                        _metadata: metadata,
+                    };
+                    (
+                        secrets,
+                        identity,
+                        env,
+                        Vec::new(),
+                        vec![GCP_TOKEN.to_owned()],
+                    )
                 }
-                tokens.push(GCP_TOKEN.to_owned());
-                (secrets, Identity::Gcp(metadata))
-            }
-        };
+            };
         let secrets = match refused {
             true => Secrets::Refused(
                 closed_port(),
                 match provider {
+                    #[cfg(feature = "aws")]
+                    Provider::Aws => "http",
+                    #[cfg(feature = "azure")]
                     Provider::Azure => "https",
-                    _ => "http",
+                    #[cfg(feature = "gcp")]
+                    Provider::Gcp => "http",
                 },
             ),
             false => secrets,
@@ -333,32 +416,45 @@ impl Endpoint {
         }
     }
 
-    /// The binary, set up for this provider, publishing the secret as [`FILE`] into
-    /// `out`, logging at trace level so leak checks see everything.
-    pub fn sidecar(&self, out: &Scratch) -> Sidecar {
-        let mut sidecar = Sidecar::new().env("RUST_LOG", "trace");
-        for (name, value) in &self.env {
-            sidecar = sidecar.env(name, value);
-        }
-        let url = self.secrets.url();
-        let (endpoint, reference): (Option<[OsString; 2]>, String) = match self.provider {
-            Provider::Aws => {
-                sidecar = sidecar.env("AWS_ENDPOINT_URL", &url);
-                (None, "aws://db".to_owned())
-            }
-            Provider::Azure => (None, format!("azure://{url}/secrets/db")),
-            Provider::Gcp => (
-                Some(["--gcp-endpoint".into(), url.into()]),
-                format!("gcp://{GCP_SECRET}"),
-            ),
-        };
-        sidecar
-            .args(&self.args)
-            .args(endpoint.into_iter().flatten())
+    /// `sidecar` (the binary, from [`crate::sidecar!`]) publishing the secret as [`FILE`]
+    /// into `out`, set up as [`Endpoint::configure`] does.
+    pub fn aim(&self, sidecar: Sidecar, out: &Scratch) -> Sidecar {
+        self.configure(sidecar)
             .arg("--output-dir")
             .arg(&out.path)
             .arg("--secret")
-            .arg(format!("{FILE}={reference}"))
+            .arg(format!("{FILE}={}", self.reference()))
+    }
+
+    /// `sidecar` with this provider's identity and endpoint, logging at trace level so
+    /// that leak checks see everything.
+    pub fn configure(&self, sidecar: Sidecar) -> Sidecar {
+        let mut sidecar = sidecar.env("RUST_LOG", "trace");
+        for (name, value) in &self.env {
+            sidecar = sidecar.env(name, value);
+        }
+        let sidecar = match self.provider {
+            #[cfg(feature = "aws")]
+            Provider::Aws => sidecar.env("AWS_ENDPOINT_URL", self.secrets.url()),
+            // The vault's URL is in the reference.
+            #[cfg(feature = "azure")]
+            Provider::Azure => sidecar,
+            #[cfg(feature = "gcp")]
+            Provider::Gcp => sidecar.args(["--gcp-endpoint", &self.secrets.url()]),
+        };
+        sidecar.args(&self.args)
+    }
+
+    /// The reference to the scripted secret.
+    pub fn reference(&self) -> String {
+        match self.provider {
+            #[cfg(feature = "aws")]
+            Provider::Aws => "aws://db".to_owned(),
+            #[cfg(feature = "azure")]
+            Provider::Azure => format!("azure://{}/secrets/db", self.secrets.url()),
+            #[cfg(feature = "gcp")]
+            Provider::Gcp => format!("gcp://{GCP_SECRET}"),
+        }
     }
 
     /// Secret reads that reached the script (Azure's unauthenticated challenge round trip

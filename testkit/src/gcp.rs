@@ -8,9 +8,6 @@
 //! No Secret Manager emulator exists that could run here; these speak the published REST
 //! protocol (cloud.google.com/secret-manager/docs/reference/rest, /compute/docs/metadata,
 //! /iam/docs/reference/sts/rest, /iam/docs/reference/credentials/rest).
-//!
-//! Plain std and serde_json only, so this compiles into every test binary whatever the
-//! features.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
