@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::cli::Cli;
 use crate::exit::Failure;
@@ -30,6 +30,12 @@ pub async fn run(cli: &Cli) -> Result<()> {
 
 async fn run_once(cli: &Cli) -> Result<()> {
     let plan = Plan::build(cli)?;
+    debug!(
+        secrets = plan.references().count(),
+        files = plan.items.len() + plan.aggregates.len(),
+        dir = %plan.output_dir.display(),
+        "plan checked"
+    );
     let publisher = Publisher::open(&plan.output_dir, plan.allow_non_tmpfs)?;
 
     let started = Instant::now();

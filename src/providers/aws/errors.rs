@@ -59,7 +59,18 @@ where
             .and_then(RetryAfter::from_header),
         _ => None,
     };
-    let err = anyhow!(error_chain(&err));
+    let err = anyhow!(match &err {
+        // The service's own code and message, the same way for the errors the SDK models
+        // and those it does not (GetSecretValue's AccessDeniedException is one: its
+        // Display would otherwise be the SDK's `Error { code: .., message: .. }` dump). An
+        // answer without a code is one the SDK could not read: its chain says why.
+        SdkError::ServiceError(service) if service.err().code().is_some() => format!(
+            "service error: {}: {}",
+            service.err().code().unwrap_or_default(),
+            service.err().message().unwrap_or("(no message)")
+        ),
+        _ => error_chain(&err),
+    });
     match retry_after {
         Some(wait) => err.context(wait).context(class),
         None => err.context(class),
