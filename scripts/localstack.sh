@@ -76,7 +76,7 @@ start() {
     say "starting on 127.0.0.1:$port (log: $state/log)"
     # A stale plugin cache makes LocalStack say "No component plugins found".
     rm -rf "$HOME/.cache/plux"
-    GATEWAY_LISTEN="127.0.0.1:$port" SERVICES=secretsmanager,sts,iam \
+    GATEWAY_LISTEN="127.0.0.1:$port" SERVICES=secretsmanager,sts,iam,ssm,kms \
         LOCALSTACK_TELEMETRY_DISABLED=1 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
         LOCALSTACK_VOLUME_DIR="$state/volume" \
         setsid "$venv/bin/python" -m localstack.runtime.main >"$state/log" 2>&1 </dev/null &
