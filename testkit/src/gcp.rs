@@ -10,7 +10,9 @@
 //! /iam/docs/reference/sts/rest, /iam/docs/reference/credentials/rest).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use super::http::{Request, Response, Server, form};
 
@@ -127,21 +129,40 @@ fn metadata_answer(request: &Request, token: &str, email: &str) -> Response {
 pub struct Sts {
     pub server: Server,
     pub access_token: String,
+    answered: Arc<AtomicBool>,
 }
 
 impl Sts {
     pub fn start(audience: &str, subject_token: &str, access_token: &str) -> Sts {
+        Sts::answering_after(audience, subject_token, access_token, Duration::ZERO)
+    }
+
+    /// Like [`Sts::start`], each answer sent only `delay` after its request arrived, for
+    /// tests of what the client does while the exchange is in flight.
+    pub fn answering_after(
+        audience: &str,
+        subject_token: &str,
+        access_token: &str,
+        delay: Duration,
+    ) -> Sts {
         let (audience, subject, issued) = (
             audience.to_owned(),
             subject_token.to_owned(),
             access_token.to_owned(),
         );
-        let server =
-            Server::with_handler(move |request| sts_answer(request, &audience, &subject, &issued));
+        let (server, answered) = Server::answering_after(delay, move |request| {
+            sts_answer(request, &audience, &subject, &issued)
+        });
         Sts {
             server,
             access_token: access_token.to_owned(),
+            answered,
         }
+    }
+
+    /// See [`Server::answering_after`].
+    pub fn answered(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.answered)
     }
 
     pub fn token_url(&self) -> String {

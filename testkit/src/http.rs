@@ -101,6 +101,9 @@ impl Server {
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
+                // A response is written as head, then body: with Nagle's algorithm the body
+                // would wait for the client's delayed ACK of the head (40 ms on Linux).
+                let _ = stream.set_nodelay(true);
                 let (seen, handler) = (Arc::clone(&seen), Arc::clone(&handler));
                 thread::spawn(move || {
                     let Ok(spare) = stream.try_clone() else {
@@ -117,6 +120,24 @@ impl Server {
             }
         });
         Server { url, requests }
+    }
+
+    /// Like [`Server::with_handler`], each answer sent only `delay` after its request
+    /// arrived, for tests of what a client does while this server is answering. The flag
+    /// turns true as the first answer is sent, so that a test's other servers can tell what
+    /// reached them before.
+    pub fn answering_after(
+        delay: std::time::Duration,
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+    ) -> (Server, Arc<std::sync::atomic::AtomicBool>) {
+        let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&answered);
+        let server = Server::with_handler(move |request| {
+            thread::sleep(delay);
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            handler(request)
+        });
+        (server, answered)
     }
 
     pub fn requests(&self) -> Vec<Request> {

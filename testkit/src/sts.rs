@@ -3,7 +3,9 @@
 //! uses for bad tokens. It checks the token the way STS would (a JWT, not expired) and
 //! records what it received.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::http::{Request, Response, Server};
 
@@ -13,6 +15,7 @@ pub const SECRET_ACCESS_KEY: &str = "sts-fake-secret-access-key-never-log-me";
 
 pub struct Sts {
     pub server: Server,
+    answered: Arc<AtomicBool>,
 }
 
 impl Sts {
@@ -23,10 +26,21 @@ impl Sts {
     /// Hands out `access_key_id`: a 12-digit one is the account LocalStack files requests
     /// under, so only these credentials see secrets seeded in that account.
     pub fn issuing(access_key_id: &str) -> Sts {
+        Sts::answering_after(access_key_id, Duration::ZERO)
+    }
+
+    /// Like [`Sts::issuing`], each answer sent only `delay` after its request arrived,
+    /// for tests of what the client does while STS is answering.
+    pub fn answering_after(access_key_id: &str, delay: Duration) -> Sts {
         let key = access_key_id.to_owned();
-        Sts {
-            server: Server::with_handler(move |request| answer(request, &key)),
-        }
+        let (server, answered) =
+            Server::answering_after(delay, move |request| answer(request, &key));
+        Sts { server, answered }
+    }
+
+    /// See [`Server::answering_after`].
+    pub fn answered(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.answered)
     }
 
     pub fn url(&self) -> &str {

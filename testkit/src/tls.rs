@@ -184,6 +184,9 @@ impl HttpsServer {
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
+                // A response is written as head, then body: with Nagle's algorithm the body
+                // would wait for the client's delayed ACK of the head (40 ms on Linux).
+                let _ = stream.set_nodelay(true);
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let (seen, handler, config) =
                     (Arc::clone(&seen), Arc::clone(&handler), Arc::clone(&config));
