@@ -170,6 +170,9 @@ impl CaBundle {
 pub struct HttpConfig {
     pub attempt_timeout: Duration,
     pub ca: Option<CaBundle>,
+    /// How many requests the run has in flight at most (`--concurrency`): how many
+    /// connections a provider opens ahead of its reads.
+    pub concurrency: usize,
 }
 
 impl HttpConfig {

@@ -79,6 +79,7 @@ impl TokenPlan {
             http: HttpConfig {
                 attempt_timeout: Policy::within(cli.timeout.0).attempt_timeout,
                 ca: cli.ca_file.as_deref().map(CaBundle::read).transpose()?,
+                concurrency: 1,
             },
             timeout: cli.timeout.0,
         })

@@ -185,3 +185,65 @@ fn a_private_ca_is_trusted_through_ca_file_or_ssl_cert_file_only() {
     );
     out.expect_empty();
 }
+
+/// Issue 19: with a web identity, the Secrets Manager connection is opened while STS is
+/// still answering, by a bare `HEAD /` that carries no credentials, so that the read
+/// finds TCP and TLS done when the credentials arrive.
+#[test]
+fn the_secrets_manager_connection_opens_while_sts_answers() {
+    let sts = testkit::sts::Sts::answering_after(
+        "ASIAFAKESTSACCESSKEY",
+        std::time::Duration::from_millis(700),
+    );
+    let sts_answered = sts.answered();
+    let early = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&early);
+    let secrets = Server::with_handler(move |request| {
+        if request.method() == "HEAD" {
+            let answered = sts_answered.load(std::sync::atomic::Ordering::SeqCst);
+            seen.lock().unwrap().push(answered);
+            return Response::json(404, "");
+        }
+        Response::json(
+            200,
+            r#"{"Name":"db","VersionId":"v1","SecretString":"after sts"}"#,
+        )
+    });
+    let token_dir = Scratch::disk("wire-warm-token");
+    let token = token_dir.path.join("token");
+    std::fs::write(
+        &token,
+        testkit::fake_jwt("system:serviceaccount:default:app"),
+    )
+    .unwrap();
+    let out = Scratch::tmpfs("wire-warm");
+    testkit::sidecar!()
+        .assuming_role(sts.url(), "arn:aws:iam::123456789012:role/reader")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &secrets.url)
+        .arg("--output-dir")
+        .arg(&out.path)
+        .args(["--secret", "db=aws://db"])
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db"), b"after sts");
+
+    assert_eq!(
+        *early.lock().unwrap(),
+        [false],
+        "one HEAD, before STS answered"
+    );
+    let requests = secrets.requests();
+    let head = requests.iter().find(|r| r.method() == "HEAD").unwrap();
+    assert_eq!(head.target(), "/");
+    assert!(head.body.is_empty());
+    for name in ["authorization", "x-amz-security-token", "x-amz-target"] {
+        assert_eq!(head.header(name), None, "the warm-up carries {name}");
+    }
+    let read = requests.iter().find(|r| r.method() == "POST").unwrap();
+    assert!(
+        read.header("authorization")
+            .is_some_and(|a| a.contains("Credential=ASIAFAKESTSACCESSKEY/")),
+        "{read:?}"
+    );
+}

@@ -143,6 +143,7 @@ impl Plan {
         let http = HttpConfig {
             attempt_timeout: policy.attempt_timeout,
             ca: cli.ca_file.as_deref().map(CaBundle::read).transpose()?,
+            concurrency: cli.concurrency,
         };
         Ok(Plan {
             output_dir,

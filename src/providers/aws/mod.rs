@@ -20,12 +20,14 @@
 //!
 //! The pieces: `target.rs` reads the reference, `errors.rs` classifies what the SDK
 //! returns, `http.rs` sets up the network side, `assume_role.rs` exchanges an in-process
-//! web-identity token with STS; this file connects and fetches.
+//! web-identity token with STS, `warm.rs` opens Secrets Manager's connections while the
+//! identity is resolved; this file connects and fetches.
 
 mod assume_role;
 mod errors;
 mod http;
 mod target;
+mod warm;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -171,6 +173,16 @@ impl Provider for Aws {
         }
         let shared = loader.load().await;
         let default_region = shared.region().map(|r| r.to_string());
+        if warm::worthwhile(config) {
+            let batch = config.args.aws_batch;
+            let needed = warm::connections(
+                targets,
+                default_region.as_deref(),
+                batch,
+                config.concurrency,
+            );
+            warm::spawn(&shared, needed);
+        }
 
         // Resolve the identity once for every regional client: one STS exchange per run,
         // and an identity failure is reported as such before any secret is requested.
