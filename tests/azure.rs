@@ -596,3 +596,62 @@ fn an_oversized_answer_is_cut_off_as_bad_data() {
         .expect_stderr("the response is larger than 4194304 bytes");
     out.expect_empty();
 }
+
+/// Issue 19: the token is asked for while the vault's 401 challenge is still on its way,
+/// not after it: this vault holds its challenge until Entra ID has received a token
+/// request (or three seconds have passed), and says which came first.
+#[test]
+fn the_token_is_requested_before_the_challenge_comes_back() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let token = testkit::azure::projected_token();
+    let entra = Arc::new(Entra::start(&token));
+    let files = Scratch::disk("az-early-token");
+    let token_file = files.path.join("token");
+    fs::write(&token_file, &token).unwrap();
+    let challenged_after_token = Arc::new(Mutex::new(Vec::new()));
+    let (log, issuer, bearer) = (
+        Arc::clone(&challenged_after_token),
+        Arc::clone(&entra),
+        format!("Bearer {}", entra.access_token),
+    );
+    let vault = testkit::tls::HttpsServer::with_handler(move |request| {
+        if request.header("authorization") == Some(bearer.as_str()) {
+            return testkit::http::Response::json(
+                200,
+                r#"{"value":"early","id":"https://v/secrets/db/1"}"#,
+            );
+        }
+        let waiting = Instant::now();
+        while issuer.token_requests().is_empty() && waiting.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        log.lock()
+            .unwrap()
+            .push(!issuer.token_requests().is_empty());
+        testkit::azure::kv_error(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.", None)
+            .header("www-authenticate", r#"Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net""#)
+    });
+    let out = Scratch::tmpfs("az-early");
+    testkit::sidecar!()
+        .env("AZURE_CLIENT_ID", CLIENT_ID)
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_FEDERATED_TOKEN_FILE", &token_file)
+        .env("AZURE_AUTHORITY_HOST", entra.authority_host())
+        .args(["--azure-skip-challenge-resource-check", "--ca-file"])
+        .arg(&ca().pem_file)
+        .arg("--output-dir")
+        .arg(&out.path)
+        .arg("--secret")
+        .arg(format!("db=azure://{}/secrets/db", vault.url))
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db"), b"early");
+    assert_eq!(
+        *challenged_after_token.lock().unwrap(),
+        [true],
+        "the token request waited for the challenge"
+    );
+    assert_eq!(entra.token_requests().len(), 1);
+}

@@ -32,6 +32,9 @@
 //! `--azure-skip-challenge-resource-check`; it then gets a token for whatever resource the
 //! server names, so it is never on by default.
 //!
+//! The token each vault will want is asked for as the provider connects, beside the
+//! vault's 401 challenge rather than after it (`early.rs`).
+//!
 //! One `SecretClient` per vault, reused for every secret in it, over one rustls
 //! `reqwest::Client` (the platform's roots, which `SSL_CERT_FILE` replaces, plus
 //! `--ca-file`; `HTTPS_PROXY`/`NO_PROXY` honoured). The SDK's retries are off and every
@@ -42,6 +45,7 @@
 //! [`crate::identity::azure`] (the set-up on Azure's side is in `docs/azure.md`); this file
 //! connects and fetches.
 
+mod early;
 mod errors;
 mod target;
 mod transport;
@@ -62,6 +66,7 @@ use crate::exit::Failure;
 use crate::identity::azure::{AzureCloud, AzureCredential, Identity, Reported, credential};
 use crate::net::{HttpConfig, error_chain};
 use crate::secret::SecretValue;
+use early::AskedEarly;
 use errors::classify;
 use target::cloud_of;
 pub use target::{AzureTarget, Vault, vault_suffix};
@@ -141,6 +146,9 @@ impl Provider for Azure {
         let identity = Arc::new(identity);
         let credential: Arc<dyn TokenCredential> =
             Arc::new(Reported::new(credential, identity.kind));
+        let check = !options.azure_skip_challenge_resource_check;
+        let scopes = targets.iter().filter_map(|t| t.token_scope(cloud, check));
+        let credential: Arc<dyn TokenCredential> = AskedEarly::start(credential, scopes);
 
         let mut clients = HashMap::new();
         for target in targets {

@@ -63,6 +63,30 @@ impl AzureTarget {
             Vault::Name(name) => format!("https://{name}.{}", vault_suffix(cloud)),
         }
     }
+
+    /// The token scope Key Vault's challenge will name for this secret's vault, where the
+    /// SDK would accept it: the vault resource of the cloud whose suffix the host ends in.
+    /// A host outside the known suffixes (a private-endpoint alias, a custom name, a test
+    /// server) is accepted only with the challenge check off (`check` false), and then
+    /// assumed to answer for the run's cloud; with the check on, the SDK would refuse the
+    /// challenge, so there is no scope to ask for.
+    pub fn token_scope(&self, cloud: AzureCloud, check: bool) -> Option<String> {
+        let url = self.vault_url(cloud);
+        let host = Url::parse(&url)
+            .ok()
+            .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+            .unwrap_or_default();
+        let known = [AzureCloud::Public, AzureCloud::China, AzureCloud::Usgov]
+            .into_iter()
+            .map(vault_suffix)
+            .find(|suffix| host.ends_with(&format!(".{suffix}")));
+        let suffix = match (known, check) {
+            (Some(suffix), _) => suffix,
+            (None, false) => vault_suffix(cloud),
+            (None, true) => return None,
+        };
+        Some(format!("https://{suffix}/.default"))
+    }
 }
 
 pub fn vault_suffix(cloud: AzureCloud) -> &'static str {
@@ -177,6 +201,25 @@ mod tests {
 
     fn parse(text: &str) -> Result<AzureTarget> {
         AzureTarget::parse(text, &mut Params::default())
+    }
+
+    #[test]
+    fn token_scope_follows_the_vault_hosts_cloud() {
+        let scope = |text: &str, cloud, check| parse(text).unwrap().token_scope(cloud, check);
+        let public = Some("https://vault.azure.net/.default".to_owned());
+        assert_eq!(scope("my-vault/db", AzureCloud::Public, true), public);
+        let china = Some("https://vault.azure.cn/.default".to_owned());
+        assert_eq!(scope("my-vault/db", AzureCloud::China, true), china);
+        let cn = "https://my-vault.vault.azure.cn/secrets/db";
+        assert_eq!(scope(cn, AzureCloud::Public, true), china);
+        // Another host: the SDK refuses its challenge unless the check is off, and then
+        // it is taken to answer for the run's cloud.
+        let local = "https://127.0.0.1:8443/secrets/db";
+        assert_eq!(scope(local, AzureCloud::Public, true), None);
+        assert_eq!(scope(local, AzureCloud::Public, false), public);
+        let alias = "https://secrets.internal.example/secrets/db";
+        let usgov = Some("https://vault.usgovcloudapi.net/.default".to_owned());
+        assert_eq!(scope(alias, AzureCloud::Usgov, false), usgov);
     }
 
     #[test]
