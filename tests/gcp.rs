@@ -63,12 +63,17 @@ struct Federation {
 }
 
 fn federation(impersonate: bool) -> Federation {
+    federation_answering_after(impersonate, std::time::Duration::ZERO)
+}
+
+/// Federation with an STS that sends each answer `delay` after the request.
+fn federation_answering_after(impersonate: bool, delay: std::time::Duration) -> Federation {
     let files = Scratch::disk("gcp-federation");
     let audience = pool_audience("my-pool", "my-cluster");
     let subject_token = fake_jwt("system:serviceaccount:prod:app");
     let token_file = files.path.join("token");
     std::fs::write(&token_file, &subject_token).unwrap();
-    let sts = Sts::start(&audience, &subject_token, STS_TOKEN);
+    let sts = Sts::answering_after(&audience, &subject_token, STS_TOKEN, delay);
     let iam = impersonate.then(|| Iam::start(STS_TOKEN, APP_SA, IAM_TOKEN));
     let final_token = if impersonate { IAM_TOKEN } else { STS_TOKEN };
     let config = files.path.join("credential-configuration.json");
@@ -109,6 +114,27 @@ fn route(request: &testkit::http::Request) -> String {
 
 fn bearer(request: &testkit::http::Request) -> Option<&str> {
     request.header("authorization")?.strip_prefix("Bearer ")
+}
+
+/// What the client asks for, without credentials, to open a connection while the token
+/// is on its way (issue 19); no secret can have this name.
+const WARM_UP: &str = "GET /v1/projects/-/secrets/-/versions/-:access";
+
+/// The requests that read secrets, the connection warm-ups left out (whether they happen
+/// depends on whether the clients are ready before the token).
+fn reads(sm: &SecretManager) -> Vec<testkit::http::Request> {
+    let requests = sm.requests();
+    for request in requests.iter().filter(|r| route(r) == WARM_UP) {
+        assert_eq!(
+            request.header("authorization"),
+            None,
+            "a warm-up carried credentials"
+        );
+    }
+    requests
+        .into_iter()
+        .filter(|r| route(r) != WARM_UP)
+        .collect()
 }
 
 #[test]
@@ -327,7 +353,7 @@ fn federation_exchanges_the_projected_token_at_sts() {
     assert_eq!(form["audience"], env.audience);
     assert_eq!(form["scope"], CLOUD_PLATFORM);
 
-    let reads = env.sm.requests();
+    let reads = reads(&env.sm);
     assert_eq!(reads.len(), 1);
     assert_eq!(
         bearer(&reads[0]),
@@ -360,7 +386,35 @@ fn federation_with_impersonation_uses_the_service_accounts_token() {
     let body: serde_json::Value = serde_json::from_slice(&iam[0].body).unwrap();
     assert_eq!(body["scope"], serde_json::json!([CLOUD_PLATFORM]));
 
-    assert_eq!(bearer(&env.sm.requests()[0]), Some(IAM_TOKEN));
+    assert_eq!(bearer(&reads(&env.sm)[0]), Some(IAM_TOKEN));
+}
+
+/// Issue 19: while the STS exchange is in flight, the client opens its Secret Manager
+/// connection with a request that carries no credentials and names no real secret; the
+/// read follows on that connection with the STS token.
+#[test]
+fn federation_opens_the_secret_manager_connection_while_sts_answers() {
+    let env = federation_answering_after(false, std::time::Duration::from_millis(700));
+    env.sm.add(DB, b"s3cr3t-early");
+    let out = Scratch::tmpfs("gcp-warm");
+    env.sidecar(&out)
+        .args(["--secret", "gcp://my-project/db-password"])
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db-password"), b"s3cr3t-early");
+
+    let requests = env.sm.requests();
+    let routes: Vec<String> = requests.iter().map(route).collect();
+    assert_eq!(
+        routes,
+        [
+            WARM_UP,
+            "GET /v1/projects/my-project/secrets/db-password/versions/latest:access"
+        ],
+        "one warm-up, then the read"
+    );
+    assert_eq!(requests[0].header("authorization"), None);
+    assert_eq!(bearer(&requests[1]), Some(STS_TOKEN));
 }
 
 #[test]
@@ -423,7 +477,7 @@ fn a_rejected_token_exchange_exits_3_without_echoing_the_token() {
         .expect_stderr("authentication failed")
         .expect_stderr("invalid_grant")
         .expect_no_leak(stale.as_bytes());
-    assert!(env.sm.requests().is_empty(), "no secret is asked for");
+    assert!(reads(&env.sm).is_empty(), "no secret is asked for");
     out.expect_empty();
 }
 

@@ -158,11 +158,21 @@ impl AdcSource {
         Some(tail.split(':').next().unwrap_or(tail).to_owned())
     }
 
-    pub(super) async fn log(&self, timeout: Duration) {
+    /// The account the log line names, where it has to be asked for: the metadata
+    /// server's, in parallel with the token (see [`AdcSource::log`]).
+    pub(super) async fn account(&self, timeout: Duration) -> Option<String> {
+        match self {
+            AdcSource::Metadata { host, .. } => metadata_email(host, timeout).await,
+            AdcSource::File { .. } => None,
+        }
+    }
+
+    /// Logs where the identity came from, once the token has arrived; `account` is what
+    /// [`AdcSource::account`] found.
+    pub(super) fn log(&self, account: Option<String>) {
         let source = self.kind();
         match self {
             AdcSource::Metadata { host, .. } => {
-                let account = metadata_email(host, timeout).await;
                 info!(
                     source = %source,
                     metadata = %host,

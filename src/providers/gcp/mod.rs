@@ -33,8 +33,11 @@
 mod adc;
 mod errors;
 mod target;
+mod warm;
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use anyhow::{Context, Result, anyhow};
 use google_cloud_auth::credentials::{AccessTokenCredentials, Builder as CredentialsBuilder};
@@ -103,40 +106,55 @@ impl Provider for Gcp {
             .map_err(|err| anyhow!(scrub(&error_chain(&err))))
             .with_context(|| format!("loading Google credentials ({})", source.describe()))
             .context(Failure::Auth)?;
-        let mut token = credentials.access_token().await.map_err(|err| {
+        let anonymous = warm::Anonymous::new(credentials.clone());
+
+        // The token, the clients and the account name for the log line do not depend on
+        // each other, so they are asked for at once: building a client asks the
+        // credentials for their universe domain (a metadata-server request when the
+        // identity comes from there). When the clients are ready before the token (the
+        // universe domain is known locally, as with federation), their connections are
+        // opened while the token is still on its way (see warm.rs).
+        let token_arrived = Cell::new(false);
+        let token = async {
+            let token = credentials.access_token().await;
+            token_arrived.set(true);
+            anonymous.stop();
+            token
+        };
+        let clients = async {
+            let mut clients = HashMap::new();
+            for target in targets {
+                let endpoint = target.endpoint(endpoint_override.as_deref());
+                if let Entry::Vacant(slot) = clients.entry(endpoint) {
+                    let client = client(slot.key(), &anonymous, http).await?;
+                    slot.insert(client);
+                }
+            }
+            // From the metadata server the universe domain (which the clients wait for)
+            // arrives with the token: warming up then would only race the reads.
+            let metadata = matches!(source, AdcSource::Metadata { .. });
+            if !token_arrived.get() && !metadata {
+                for (endpoint, client) in &clients {
+                    let reads = targets
+                        .iter()
+                        .filter(|t| t.endpoint(endpoint_override.as_deref()) == *endpoint)
+                        .count();
+                    warm::spawn(client, &anonymous, reads.min(http.concurrency));
+                }
+            }
+            Ok::<_, anyhow::Error>(clients)
+        };
+        let (token, clients, account) =
+            tokio::join!(token, clients, source.account(http.attempt_timeout));
+        let mut token = token.map_err(|err| {
             credentials_error(&err).context(format!(
                 "getting a Google access token ({})",
                 source.describe()
             ))
         })?;
         zeroize::Zeroize::zeroize(&mut token.token);
-        source.log(http.attempt_timeout).await;
-
-        let mut clients = HashMap::new();
-        for target in targets {
-            let endpoint = target.endpoint(endpoint_override.as_deref());
-            if clients.contains_key(&endpoint) {
-                continue;
-            }
-            let builder = SecretManagerService::builder()
-                .with_endpoint(endpoint.clone())
-                .with_credentials(credentials.clone())
-                .with_retry_policy(NeverRetry)
-                .with_attempt_timeout(http.attempt_timeout);
-            // The client follows redirects unless told not to, and a redirect is never
-            // Secret Manager's answer. The switch sits in gax's public `internal` module
-            // (hidden from its docs); tests/faults.rs checks it holds. Decompression is off
-            // too: the client reads each answer whole (no hook to cap it as it streams), and
-            // a compressed answer could expand far past what was sent. reqwest is built
-            // without decompression today; this keeps it so if a dependency turns it on.
-            let client = with_follow_redirects(with_automatic_decompression(builder, false), false)
-                .build()
-                .await
-                .map_err(|err| anyhow!(scrub(&error_chain(&err))))
-                .with_context(|| format!("creating the Secret Manager client for {endpoint}"))
-                .context(Failure::Internal)?;
-            clients.insert(endpoint, client);
-        }
+        source.log(account);
+        let clients = clients?;
         Ok(Gcp {
             clients,
             endpoint_override,
@@ -184,6 +202,31 @@ impl Provider for Gcp {
         }
         Ok(Fetched { value, version })
     }
+}
+
+/// One Secret Manager client for `endpoint`, with the provider's settings.
+async fn client(
+    endpoint: &str,
+    credentials: &warm::Anonymous,
+    http: &HttpConfig,
+) -> Result<SecretManagerService> {
+    let builder = SecretManagerService::builder()
+        .with_endpoint(endpoint)
+        .with_credentials(credentials.clone())
+        .with_retry_policy(NeverRetry)
+        .with_attempt_timeout(http.attempt_timeout);
+    // The client follows redirects unless told not to, and a redirect is never Secret
+    // Manager's answer. The switch sits in gax's public `internal` module (hidden from its
+    // docs); tests/faults.rs checks it holds. Decompression is off too: the client reads
+    // each answer whole (no hook to cap it as it streams), and a compressed answer could
+    // expand far past what was sent. reqwest is built without decompression today; this
+    // keeps it so if a dependency turns it on.
+    with_follow_redirects(with_automatic_decompression(builder, false), false)
+        .build()
+        .await
+        .map_err(|err| anyhow!(scrub(&error_chain(&err))))
+        .with_context(|| format!("creating the Secret Manager client for {endpoint}"))
+        .context(Failure::Internal)
 }
 
 /// Settings this provider cannot honour safely are usage errors rather than surprises.
