@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "azure")]
 pub mod azure;
+pub mod clock;
 #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
