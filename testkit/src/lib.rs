@@ -37,6 +37,7 @@ pub mod http;
 pub mod localstack;
 #[cfg(feature = "aws")]
 pub mod oauth2;
+pub mod projected;
 #[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;

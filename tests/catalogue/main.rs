@@ -6,3 +6,4 @@
 
 #[cfg(feature = "aws")]
 mod clock_skew;
+mod rotation;
