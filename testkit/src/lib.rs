@@ -37,6 +37,8 @@ pub mod http;
 pub mod localstack;
 #[cfg(feature = "aws")]
 pub mod oauth2;
+#[cfg(feature = "aws")]
+pub mod pod_identity;
 pub mod projected;
 #[cfg(feature = "aws")]
 pub mod sts;

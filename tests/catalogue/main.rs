@@ -6,4 +6,6 @@
 
 #[cfg(feature = "aws")]
 mod clock_skew;
+#[cfg(feature = "aws")]
+mod pod_identity;
 mod rotation;
