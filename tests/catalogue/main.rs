@@ -6,6 +6,7 @@
 
 #[cfg(feature = "aws")]
 mod clock_skew;
+mod deep_json;
 #[cfg(feature = "aws")]
 mod pod_identity;
 mod rotation;
