@@ -7,6 +7,8 @@
 #[cfg(feature = "aws")]
 mod clock_skew;
 mod deep_json;
+#[cfg(feature = "gcp")]
+mod gcp_checksum;
 #[cfg(feature = "aws")]
 mod pod_identity;
 mod rotation;
