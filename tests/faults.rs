@@ -24,11 +24,29 @@ struct Outcome {
 
 /// Runs the binary once against `endpoint` with the given `--timeout`.
 fn run(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> Outcome {
+    run_by(endpoint, out, timeout, |sidecar| (sidecar.run(), 0)).0
+}
+
+/// [`run`], sampling the process's memory as it goes; returns its peak resident set in MiB
+/// too (printed, for the record).
+fn run_measured(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> (Outcome, u64) {
+    let (outcome, peak) = run_by(endpoint, out, timeout, run_measuring_memory);
+    let mib = peak / (1 << 20);
+    eprintln!("{:?}: peak resident memory {mib} MiB", endpoint.provider);
+    (outcome, mib)
+}
+
+/// Runs the binary against `endpoint` with `launch`, and checks that neither the secret
+/// nor a token reached its output.
+fn run_by(
+    endpoint: &Endpoint,
+    out: &Scratch,
+    timeout: &str,
+    launch: impl FnOnce(testkit::Sidecar) -> (Run, u64),
+) -> (Outcome, u64) {
     let started = Instant::now();
-    let run = endpoint
-        .aim(testkit::sidecar!(), out)
-        .args(["--timeout", timeout])
-        .run();
+    let sidecar = endpoint.aim(testkit::sidecar!(), out);
+    let (run, measured) = launch(sidecar.args(["--timeout", timeout]));
     let outcome = Outcome {
         run,
         attempts: endpoint.attempts(),
@@ -38,7 +56,7 @@ fn run(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> Outcome {
     for token in &endpoint.tokens {
         outcome.run.expect_no_leak(token.as_bytes());
     }
-    outcome
+    (outcome, measured)
 }
 
 /// Starts `provider` with `script`, runs it, and checks a failure: `code`, exactly
@@ -219,20 +237,7 @@ fn an_oversized_answer_is_cut_off_at_the_size_cap(provider: Provider) {
 fn an_endless_answer_leaves_memory_bounded(provider: Provider) {
     let endpoint = Endpoint::start(provider, vec![provider.endless()]);
     let out = Scratch::tmpfs("fault-endless");
-    let started = Instant::now();
-    let (run, peak) = run_measuring_memory(
-        endpoint
-            .aim(testkit::sidecar!(), &out)
-            .args(["--timeout", "3s"]),
-    );
-    let outcome = Outcome {
-        run,
-        attempts: endpoint.attempts(),
-        took: started.elapsed(),
-    };
-    outcome.run.expect_no_leak(SENTINEL.as_bytes());
-    let mib = peak / (1 << 20);
-    eprintln!("{provider:?}: peak resident memory {mib} MiB");
+    let (outcome, mib) = run_measured(&endpoint, &out, "3s");
     let streamed_through_the_cap = match provider {
         #[cfg(feature = "aws")]
         Provider::Aws => true,
@@ -258,22 +263,9 @@ fn an_endless_answer_leaves_memory_bounded(provider: Provider) {
 fn a_huge_response_head_is_cut_off_and_transient(provider: Provider, head: Response) {
     let endpoint = Endpoint::start(provider, vec![head]);
     let out = Scratch::tmpfs("fault-head");
-    let started = Instant::now();
-    let (run, peak) = run_measuring_memory(
-        endpoint
-            .aim(testkit::sidecar!(), &out)
-            .args(["--timeout", "20s"]),
-    );
-    let outcome = Outcome {
-        run,
-        attempts: endpoint.attempts(),
-        took: started.elapsed(),
-    };
-    outcome.run.expect_no_leak(SENTINEL.as_bytes());
+    let (outcome, mib) = run_measured(&endpoint, &out, "20s");
     expect_failure(&outcome, 5, 3, Duration::from_secs(15), &out);
     outcome.run.expect_stderr("message head is too large");
-    let mib = peak / (1 << 20);
-    eprintln!("{provider:?}: peak resident memory {mib} MiB");
     assert!(mib < 64, "peak {mib} MiB");
 }
 
