@@ -199,19 +199,30 @@ impl Entra {
     /// Accepts exactly `assertion`, for `client_id` in `tenant` (the values a deployment
     /// artifact names).
     pub fn start_for(assertion: &str, tenant: &str, client_id: &str) -> Entra {
+        let expected = assertion.to_owned();
+        Entra::serve(tenant, client_id, move |presented| presented == expected)
+    }
+
+    /// Accepts the client assertions `accept` says yes to, for [`CLIENT_ID`] in
+    /// [`TENANT`] (a projected token that rotates, say).
+    pub fn accepting(accept: impl Fn(&str) -> bool + Send + Sync + 'static) -> Entra {
+        Entra::serve(TENANT, CLIENT_ID, accept)
+    }
+
+    fn serve(
+        tenant: &str,
+        client_id: &str,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Entra {
         let access_token = jwt(&format!(
             r#"{{"aud":"{RESOURCE}","iss":"https://sts.windows.net/{tenant}/","appid":"{client_id}","exp":{}}}"#,
             now() + 3600
         ));
         let mode = Arc::new(Mutex::new(EntraMode::Normal));
-        let (expected, issued, forced) = (
-            assertion.to_owned(),
-            access_token.clone(),
-            Arc::clone(&mode),
-        );
+        let (issued, forced) = (access_token.clone(), Arc::clone(&mode));
         let app = (tenant.to_owned(), client_id.to_owned());
         let server = HttpsServer::with_handler(move |request| {
-            token_endpoint(request, &app, &expected, &issued, &forced.lock().unwrap())
+            token_endpoint(request, &app, &accept, &issued, &forced.lock().unwrap())
         });
         Entra {
             server,
@@ -243,7 +254,7 @@ impl Entra {
 fn token_endpoint(
     request: &Request,
     (known_tenant, client_id): &(String, String),
-    assertion: &str,
+    accept: &dyn Fn(&str) -> bool,
     issued: &str,
     mode: &EntraMode,
 ) -> Response {
@@ -362,7 +373,7 @@ fn token_endpoint(
     if let EntraMode::Reject { code, description } = mode {
         return entra_error(400, "invalid_client", *code, description);
     }
-    if presented != assertion {
+    if !accept(presented) {
         return entra_error(
             400,
             "invalid_client",

@@ -131,13 +131,23 @@ pub struct Sts {
 
 impl Sts {
     pub fn start(audience: &str, subject_token: &str, access_token: &str) -> Sts {
-        let (audience, subject, issued) = (
-            audience.to_owned(),
-            subject_token.to_owned(),
-            access_token.to_owned(),
-        );
+        let subject = subject_token.to_owned();
+        Sts::accepting(
+            audience,
+            move |presented| presented == subject,
+            access_token,
+        )
+    }
+
+    /// Accepts the subject tokens `accept` says yes to (a projected token that rotates).
+    pub fn accepting(
+        audience: &str,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+        access_token: &str,
+    ) -> Sts {
+        let (audience, issued) = (audience.to_owned(), access_token.to_owned());
         let server =
-            Server::with_handler(move |request| sts_answer(request, &audience, &subject, &issued));
+            Server::with_handler(move |request| sts_answer(request, &audience, &accept, &issued));
         Sts {
             server,
             access_token: access_token.to_owned(),
@@ -160,7 +170,12 @@ fn oauth_error(error: &str, description: &str) -> Response {
     )
 }
 
-fn sts_answer(request: &Request, audience: &str, subject: &str, issued: &str) -> Response {
+fn sts_answer(
+    request: &Request,
+    audience: &str,
+    accept: &dyn Fn(&str) -> bool,
+    issued: &str,
+) -> Response {
     if request.method() != "POST" || split_query(request.target()).0 != "/v1/token" {
         return google_error(404, "NOT_FOUND", "Not Found", "[]");
     }
@@ -190,7 +205,7 @@ fn sts_answer(request: &Request, audience: &str, subject: &str, issued: &str) ->
             "The target service indicated by the \"audience\" parameters is invalid.",
         );
     }
-    if field("subject_token") != subject {
+    if !accept(field("subject_token")) {
         return oauth_error("invalid_grant", "The ID Token signature is invalid.");
     }
     json(

@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "azure")]
 pub mod azure;
+pub mod clock;
 #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
@@ -36,6 +37,9 @@ pub mod http;
 pub mod localstack;
 #[cfg(feature = "aws")]
 pub mod oauth2;
+#[cfg(feature = "aws")]
+pub mod pod_identity;
+pub mod projected;
 #[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;

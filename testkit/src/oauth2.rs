@@ -7,18 +7,48 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
-use super::http::{Request, Response, Server, form};
+use super::http::{Fault, Request, Response, Server, form};
 
 pub struct IdP {
     pub server: Server,
     issued: Arc<Mutex<Vec<String>>>,
     /// While non-zero, every request fails with 503 (an IdP outage).
     outage: Arc<AtomicU32>,
+    flaky: Arc<Flaky>,
+}
+
+/// Failures mixed into normal service: every `every`-th request fails, in turn with a 503,
+/// a 500 that is an HTML page, and a connection closed without an answer.
+#[derive(Default)]
+struct Flaky {
+    every: AtomicU32,
+    requests: AtomicU32,
+    failed_at: Mutex<Vec<Instant>>,
+}
+
+impl Flaky {
+    fn fault(&self) -> Option<Response> {
+        let every = self.every.load(Ordering::SeqCst);
+        let number = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if every == 0 || !number.is_multiple_of(every) {
+            return None;
+        }
+        self.failed_at.lock().unwrap().push(Instant::now());
+        Some(match number / every % 3 {
+            0 => error(503, "temporarily_unavailable", "The service is down."),
+            1 => {
+                let mut page = Response::json(500, "<html><body>Internal error</body></html>");
+                page.headers = vec![("content-type", "text/html".to_owned())];
+                page
+            }
+            _ => Response::json(200, "").fault(Fault::Close),
+        })
+    }
 }
 
 /// What the endpoint expects of the client.
@@ -36,10 +66,14 @@ impl IdP {
     pub fn start(client: Client) -> IdP {
         let issued = Arc::new(Mutex::new(Vec::new()));
         let outage = Arc::new(AtomicU32::new(0));
-        let (log, down) = (Arc::clone(&issued), Arc::clone(&outage));
+        let flaky = Arc::new(Flaky::default());
+        let (log, down, faults) = (Arc::clone(&issued), Arc::clone(&outage), Arc::clone(&flaky));
         let server = Server::with_handler(move |request| {
             if down.load(Ordering::SeqCst) > 0 {
                 return error(503, "temporarily_unavailable", "The service is down.");
+            }
+            if let Some(failure) = faults.fault() {
+                return failure;
             }
             let response = answer(request, &client);
             if let Ok(token) = response.1 {
@@ -51,6 +85,7 @@ impl IdP {
             server,
             issued,
             outage,
+            flaky,
         }
     }
 
@@ -65,6 +100,17 @@ impl IdP {
 
     pub fn requests(&self) -> Vec<Request> {
         self.server.requests()
+    }
+
+    /// Fails every `n`-th request from now on (0: none), in turn with a 503, an HTML 500
+    /// and a dropped connection.
+    pub fn fail_every(&self, n: u32) {
+        self.flaky.every.store(n, Ordering::SeqCst);
+    }
+
+    /// When each failure [`IdP::fail_every`] asked for was served.
+    pub fn failed_at(&self) -> Vec<Instant> {
+        self.flaky.failed_at.lock().unwrap().clone()
     }
 
     /// Starts or ends an outage (every request answered 503).
