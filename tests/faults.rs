@@ -30,7 +30,7 @@ fn run(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> Outcome {
 /// [`run`], sampling the process's memory as it goes; returns its peak resident set in MiB
 /// too (printed, for the record).
 fn run_measured(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> (Outcome, u64) {
-    let (outcome, peak) = run_by(endpoint, out, timeout, run_measuring_memory);
+    let (outcome, peak) = run_by(endpoint, out, timeout, |s| s.run_measuring_memory());
     let mib = peak / (1 << 20);
     eprintln!("{:?}: peak resident memory {mib} MiB", endpoint.provider);
     (outcome, mib)
@@ -311,50 +311,6 @@ fn a_deeply_nested_answer_never_overflows_the_stack(provider: Provider) {
     } else {
         expect_failure(&outcome, 1, 1, Duration::from_secs(15), &out);
     }
-}
-
-/// Runs the binary, sampling its peak resident set (`VmHWM`) until it exits.
-fn run_measuring_memory(sidecar: testkit::Sidecar) -> (Run, u64) {
-    use std::io::Read;
-    let mut child = sidecar
-        .command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = pipe.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    let status = loop {
-        // VmHWM only grows, so the last sample before the exit is the closest to the peak.
-        if let Some(kib) = std::fs::read_to_string(&status_file)
-            .ok()
-            .and_then(|status| {
-                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
-                line.split_whitespace().nth(1)?.parse::<u64>().ok()
-            })
-        {
-            peak = peak.max(kib * 1024);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let run = Run {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
-    (run, peak)
 }
 
 /// A certificate the client refuses is not retried: retrying cannot fix it.

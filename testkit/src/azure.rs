@@ -179,6 +179,9 @@ pub enum EntraMode {
         code: u32,
         description: &'static str,
     },
+    /// Accepted requests get the access token with `expires_in` as this JSON text:
+    /// `"\"soon\""` is an answer the client cannot read.
+    ExpiresIn(&'static str),
 }
 
 /// The Entra ID token endpoint for one tenant and one client id ([`TENANT`] and
@@ -381,10 +384,14 @@ fn token_endpoint(
             "No matching federated identity record found for presented assertion issuer 'https://oidc.example.test/'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
         );
     }
+    let expires_in = match mode {
+        EntraMode::ExpiresIn(text) => text,
+        _ => "3599",
+    };
     json(
         200,
         format!(
-            r#"{{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"{issued}"}}"#
+            r#"{{"token_type":"Bearer","expires_in":{expires_in},"ext_expires_in":3599,"access_token":"{issued}"}}"#
         ),
     )
 }

@@ -73,6 +73,12 @@ impl Agent {
 
     /// The agent's answer with credentials.
     pub fn credentials() -> Response {
+        Agent::credentials_expiring("2099-01-01T00:00:00Z")
+    }
+
+    /// The agent's answer with credentials that expire at `expiration` (as the agent
+    /// writes it, or anything else, for a client to fail to read).
+    pub fn credentials_expiring(expiration: &str) -> Response {
         plain_json(
             200,
             serde_json::json!({
@@ -80,7 +86,7 @@ impl Agent {
                 "SecretAccessKey": SECRET_ACCESS_KEY,
                 "Token": SESSION_TOKEN,
                 "AccountId": "111122223333",
-                "Expiration": "2099-01-01T00:00:00Z",
+                "Expiration": expiration,
             })
             .to_string(),
         )
