@@ -10,7 +10,6 @@
 //! /iam/docs/reference/sts/rest, /iam/docs/reference/credentials/rest).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,9 +61,28 @@ pub struct Metadata {
 
 impl Metadata {
     pub fn start(token: &str, email: &str) -> Metadata {
+        Metadata::answering(token, email, Vec::new())
+    }
+
+    /// Like [`Metadata::start`], except that a request (with the flavor header) for a path
+    /// ending in one of `overrides`' suffixes gets that answer: a malformed token
+    /// (`"/token"` and [`token_answer`]), a redirect of `"/email"`.
+    pub fn answering(
+        token: &str,
+        email: &str,
+        overrides: Vec<(&'static str, Response)>,
+    ) -> Metadata {
         let (access_token, account) = (token.to_owned(), email.to_owned());
         let server = Server::with_handler(move |request| {
-            let mut response = metadata_answer(request, &access_token, &account);
+            let path = split_query(request.target()).0;
+            let fixed = overrides
+                .iter()
+                .find(|(suffix, _)| path.ends_with(suffix))
+                .filter(|_| request.header("metadata-flavor") == Some("Google"));
+            let mut response = match fixed {
+                Some((_, answer)) => answer.clone(),
+                None => metadata_answer(request, &access_token, &account),
+            };
             response
                 .headers
                 .push(("metadata-flavor", "Google".to_owned()));
@@ -85,6 +103,18 @@ impl Metadata {
     pub fn requests(&self) -> Vec<Request> {
         self.server.requests()
     }
+}
+
+/// A token answer as the metadata server and STS give it, with `expires_in` as this JSON
+/// text: `"\"soon\""` makes it one the client cannot read, `18446744073709551615` one too
+/// long for any clock.
+pub fn token_answer(token: &str, expires_in: &str) -> Response {
+    json(
+        200,
+        format!(
+            r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer","issued_token_type":"{ACCESS_TOKEN_TYPE}"}}"#
+        ),
+    )
 }
 
 fn text(status: u16, body: &str) -> Response {
@@ -129,7 +159,6 @@ fn metadata_answer(request: &Request, token: &str, email: &str) -> Response {
 pub struct Sts {
     pub server: Server,
     pub access_token: String,
-    answered: Arc<AtomicBool>,
 }
 
 impl Sts {
@@ -145,24 +174,51 @@ impl Sts {
         access_token: &str,
         delay: Duration,
     ) -> Sts {
-        let (audience, subject, issued) = (
-            audience.to_owned(),
-            subject_token.to_owned(),
-            access_token.to_owned(),
-        );
-        let (server, answered) = Server::answering_after(delay, move |request| {
-            sts_answer(request, &audience, &subject, &issued)
+        let subject = subject_token.to_owned();
+        let accept = move |presented: &str| presented == subject;
+        Sts::build(audience, accept, access_token, None, delay)
+    }
+
+    /// Accepts the subject tokens `accept` says yes to (a projected token that rotates).
+    pub fn accepting(
+        audience: &str,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+        access_token: &str,
+    ) -> Sts {
+        Sts::build(audience, accept, access_token, None, Duration::ZERO)
+    }
+
+    /// Checks each exchange as [`Sts::start`] does, and answers one it accepts with
+    /// `answer` ([`token_answer`] with a bad `expires_in`, say).
+    pub fn answering(audience: &str, subject_token: &str, answer: Response) -> Sts {
+        let subject = subject_token.to_owned();
+        Sts::build(
+            audience,
+            move |presented| presented == subject,
+            "",
+            Some(answer),
+            Duration::ZERO,
+        )
+    }
+
+    fn build(
+        audience: &str,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+        access_token: &str,
+        fixed: Option<Response>,
+        delay: Duration,
+    ) -> Sts {
+        let (audience, issued) = (audience.to_owned(), access_token.to_owned());
+        let (server, _) = Server::answering_after(delay, move |request| {
+            match (sts_answer(request, &audience, &accept, &issued), &fixed) {
+                (answer, Some(fixed)) if answer.status == 200 => fixed.clone(),
+                (answer, _) => answer,
+            }
         });
         Sts {
             server,
             access_token: access_token.to_owned(),
-            answered,
         }
-    }
-
-    /// See [`Server::answering_after`].
-    pub fn answered(&self) -> Arc<AtomicBool> {
-        Arc::clone(&self.answered)
     }
 
     pub fn token_url(&self) -> String {
@@ -181,7 +237,12 @@ fn oauth_error(error: &str, description: &str) -> Response {
     )
 }
 
-fn sts_answer(request: &Request, audience: &str, subject: &str, issued: &str) -> Response {
+fn sts_answer(
+    request: &Request,
+    audience: &str,
+    accept: &dyn Fn(&str) -> bool,
+    issued: &str,
+) -> Response {
     if request.method() != "POST" || split_query(request.target()).0 != "/v1/token" {
         return google_error(404, "NOT_FOUND", "Not Found", "[]");
     }
@@ -211,7 +272,7 @@ fn sts_answer(request: &Request, audience: &str, subject: &str, issued: &str) ->
             "The target service indicated by the \"audience\" parameters is invalid.",
         );
     }
-    if field("subject_token") != subject {
+    if !accept(field("subject_token")) {
         return oauth_error("invalid_grant", "The ID Token signature is invalid.");
     }
     json(
