@@ -13,6 +13,7 @@
 #   LATENCY_COUNTS="1 10" LATENCY_STORES="aws azure" bench/latency.sh
 #   LATENCY_TOOLS="secret-sidecar curl" bench/latency.sh     leave out boto3 and the aws CLI
 #   SECRET_SIDECAR_BIN=path bench/latency.sh  time that binary instead of building one
+#   AWS_CLI_MAX_K=50 bench/latency.sh         run the aws CLI at K=50 too (about 7 more minutes)
 #
 # Stores and identities (each endpoint behind its own proxy port, so no two share a
 # connection, as on the internet):
