@@ -63,7 +63,9 @@ fn expect_refused_once(run: &Run, aws: &SigningClock, out: &Scratch, says: &str)
     run.expect_code(3)
         .expect_stderr(says)
         .expect_no_leak(SENTINEL.as_bytes());
-    assert_eq!(aws.requests().len(), 1, "retried\n{}", run.stderr);
+    // Left out: the unsigned HEAD that opens the connection while STS answers (issue 19).
+    let reads = aws.requests().into_iter().filter(|r| r.method() != "HEAD");
+    assert_eq!(reads.count(), 1, "retried\n{}", run.stderr);
     out.expect_empty();
 }
 

@@ -52,7 +52,11 @@ fn run(agent: &Agent, timeout: &str) -> Outcome {
     ] {
         run.expect_no_leak(never.as_bytes());
     }
-    let reads = secrets.requests();
+    // Left out: the unsigned HEAD that opens the connection while the agent answers
+    // (issue 19).
+    let reads: Vec<_> = (secrets.requests().into_iter())
+        .filter(|r| r.method() != "HEAD")
+        .collect();
     for read in &reads {
         let signature = read.header("authorization").unwrap_or_default();
         let credential = format!("Credential={ACCESS_KEY_ID}/");
