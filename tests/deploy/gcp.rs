@@ -47,6 +47,11 @@ fn assert_secret_manager_reads(
     assert!(!requests.is_empty(), "{what}: Secret Manager never asked");
     for request in &requests {
         let path = request.target().split('?').next().unwrap_or_default();
+        // The connection warm-up sent while the token is obtained (issue 19).
+        if path == "/v1/projects/-/secrets/-/versions/-:access" {
+            assert_eq!(request.header("authorization"), None, "{what}: warm-up");
+            continue;
+        }
         let name = path
             .strip_prefix("/v1/")
             .and_then(|p| p.strip_suffix("/versions/latest:access"))
