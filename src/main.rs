@@ -3,7 +3,7 @@
 //!
 //! `main` is a thin shell: parse the command line, set up logs, run the mode asked for,
 //! and turn the outcome into an exit code. Everything that can fail is in the modes
-//! (`secret_sidecar::init`, `secret_sidecar::token`).
+//! (`secret_sidecar::init`, `secret_sidecar::token`, `secret_sidecar::imds_proxy`).
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -50,8 +50,13 @@ fn main() -> ExitCode {
                 None => init::run(&cli).await,
                 #[cfg(feature = "aws")]
                 Some(cli::Command::Token(args)) => secret_sidecar::token::run(args, &cli).await,
-                // Without AWS there is no subcommand (token mode exchanges with AWS STS).
-                #[cfg(not(feature = "aws"))]
+                #[cfg(feature = "azure")]
+                Some(cli::Command::ImdsProxy(args)) => {
+                    secret_sidecar::imds_proxy::run(args, &cli).await
+                }
+                // A Google-only build has no subcommand (token mode exchanges with AWS STS,
+                // the IMDS proxy with Entra ID).
+                #[cfg(not(any(feature = "aws", feature = "azure")))]
                 Some(command) => match *command {},
             }
         });
