@@ -29,6 +29,13 @@ fn main() -> ExitCode {
         return probe(args);
     }
 
+    #[cfg(feature = "azure")]
+    if let Some(cli::Command::ImdsProxy(args)) = &cli.command
+        && args.imds_probe
+    {
+        return imds_probe(args);
+    }
+
     // A panic's message could in principle carry data; log only where it happened.
     std::panic::set_hook(Box::new(|info| {
         let location = info
@@ -84,6 +91,24 @@ fn probe(args: &cli::TokenArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::warn!("token not ready: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `imds-proxy --probe`: 0 when the proxy answers a token for its resource, 1 when not,
+/// with the reason on stderr.
+#[cfg(feature = "azure")]
+fn imds_probe(args: &cli::ImdsProxyArgs) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::new)
+        .and_then(|runtime| runtime.block_on(secret_sidecar::imds_proxy::probe(args)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::warn!("IMDS proxy not ready: {err:#}");
             ExitCode::FAILURE
         }
     }
