@@ -354,7 +354,7 @@ fn imds_errors_are_imds_shaped() {
 }
 
 #[test]
-fn a_hundred_callers_at_once_share_one_exchange() {
+fn a_hundred_callers_at_once_share_one_exchange_or_one_refusal() {
     let workload = Workload::start();
     let proxy = Proxy::start(&workload, &[]);
     // Slow enough that every caller arrives while the one exchange is under way.
@@ -369,6 +369,32 @@ fn a_hundred_callers_at_once_share_one_exchange() {
         assert_eq!(answer["access_token"], workload.entra.arm_token.as_str());
     }
     assert_eq!(exchanges_for(&workload, ARM_RESOURCE), 1);
+
+    // A refusal is shared too (azure_identity's own cache would make one exchange per
+    // caller, one after the other): Entra does not know this resource.
+    let storage = "https://storage.azure.com/";
+    let refusals: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..100)
+            .map(|_| {
+                scope.spawn(|| proxy.get(&token_target(storage, &[]), &[("Metadata", "true")]))
+            })
+            .collect();
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (status, body) in &refusals {
+        assert_eq!(*status, 400, "{body}");
+        assert!(body.contains("AADSTS1002012"), "{body}");
+    }
+    assert_eq!(exchanges_for(&workload, storage), 1);
+    // Not cached: the next caller asks again.
+    assert_eq!(
+        proxy
+            .get(&token_target(storage, &[]), &[("Metadata", "true")])
+            .0,
+        400
+    );
+    assert_eq!(exchanges_for(&workload, storage), 2);
+
     let run = proxy.stop();
     run.expect_code(0);
     expect_no_tokens(&run, &workload, &[]);
