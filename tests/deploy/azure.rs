@@ -11,7 +11,7 @@ use testkit::Scratch;
 use testkit::deploy::DemoSecrets;
 
 /// A copy of `path` that the sidecar's user can read, in `dir`.
-fn readable_copy(dir: &Scratch, path: &Path, name: &str) -> PathBuf {
+pub(super) fn readable_copy(dir: &Scratch, path: &Path, name: &str) -> PathBuf {
     let copy = dir.path.join(name);
     fs::copy(path, &copy).unwrap();
     fs::set_permissions(&copy, fs::Permissions::from_mode(0o644)).unwrap();
@@ -19,14 +19,21 @@ fn readable_copy(dir: &Scratch, path: &Path, name: &str) -> PathBuf {
 }
 
 /// The tenant the AKS webhook uses when the ServiceAccount names none: the cluster's.
-const CLUSTER_TENANT: &str = testkit::azure::TENANT;
+pub(super) const CLUSTER_TENANT: &str = testkit::azure::TENANT;
 
 #[test]
 fn kubernetes_azure_workload_identity_overlay_runs_as_written() {
+    for workload in k8s_workloads(AZURE_WORKLOAD_IDENTITY) {
+        init_container_runs_as_written(&workload);
+    }
+}
+
+/// The init container of an AKS workload identity overlay, run with what the webhook
+/// injects, against the Entra ID and Key Vault fakes under their public names.
+pub(super) fn init_container_runs_as_written(workload: &super::K8sWorkload) {
     use testkit::azure::{ConnectProxy, Entra, KeyVault, jwt};
     use testkit::tls::ca;
-
-    for workload in k8s_workloads(AZURE_WORKLOAD_IDENTITY) {
+    {
         let what = &workload.what;
         assert_eq!(
             workload.template["metadata"]["labels"]["azure.workload.identity/use"], "true",
