@@ -510,6 +510,16 @@ fn the_proxy_fails_closed_at_start() {
     run.expect_code(3)
         .expect_stderr("AZURE_FEDERATED_TOKEN_FILE=/nonexistent");
 
+    // Entra's certificate not trusted (no --ca-file): an identity failure, not retried.
+    let before = workload.entra.server.connections();
+    let run = workload
+        .identity(testkit::sidecar!())
+        .args(["imds-proxy", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--resource", RESOURCE])
+        .run();
+    run.expect_code(3).expect_stderr("certificate was refused");
+    assert_eq!(workload.entra.server.connections(), before + 1, "retried");
+
     // Half the workload identity variables.
     let run = proxy_command(&workload, port)
         .env_remove("AZURE_CLIENT_ID")

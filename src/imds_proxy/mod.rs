@@ -209,16 +209,11 @@ async fn first_token(
         match state.tokens.get(resource).await {
             Ok(_) => Ok(()),
             Err(Refusal {
-                status,
                 error,
                 description,
-            }) => {
-                let class = match status {
-                    StatusCode::BAD_REQUEST => Failure::Auth,
-                    _ => Failure::Transient,
-                };
-                Err(anyhow!("{error}: {description}")).context(class)
-            }
+                class,
+                ..
+            }) => Err(anyhow!("{error}: {description}")).context(class),
         }
     };
     tokio::time::timeout(deadline, policy.run(attempt))

@@ -19,6 +19,7 @@ use futures_util::future::{BoxFuture, Shared};
 use hyper::StatusCode;
 use tracing::{info, warn};
 
+use crate::exit::Failure;
 use crate::identity::azure::Identity;
 use crate::net::{certificate_refused, error_chain};
 use crate::secret::SecretValue;
@@ -51,6 +52,9 @@ pub struct Refusal {
     pub status: StatusCode,
     pub error: String,
     pub description: String,
+    /// How a run that needs this token fails: an identity failure (Entra refused, the
+    /// assertion could not be made, Entra's certificate was refused) is not retried.
+    pub class: Failure,
 }
 
 type Flight = Shared<BoxFuture<'static, Result<Token, Refusal>>>;
@@ -207,19 +211,24 @@ fn http_error(err: &AzureError) -> Option<(u16, Option<String>, Option<&[u8]>)> 
 /// the resource; 429 when it throttled; otherwise IMDS's 500 for a token it could not
 /// retrieve, which every client retries.
 fn refusal(err: &AzureError) -> Refusal {
-    let unavailable = |why: &str| Refusal {
+    let unavailable = |class: Failure, why: &str| Refusal {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         error: "unknown".to_owned(),
         description: format!("Failed to retrieve token from the Active directory: {why}"),
+        class,
     };
     if certificate_refused(err) {
-        return unavailable("Entra ID's TLS certificate was refused (see the proxy's log)");
+        return unavailable(
+            Failure::Auth,
+            "Entra ID's TLS certificate was refused (see the proxy's log)",
+        );
     }
     match http_error(err) {
         Some((429, _, _)) => Refusal {
             status: StatusCode::TOO_MANY_REQUESTS,
             error: "temporarily_unavailable".to_owned(),
             description: "Entra ID throttled the token request; retry later".to_owned(),
+            class: Failure::Transient,
         },
         Some((status @ 400..=499, _, body)) => {
             #[derive(serde::Deserialize)]
@@ -232,18 +241,29 @@ fn refusal(err: &AzureError) -> Refusal {
                     status: StatusCode::BAD_REQUEST,
                     error: entra.error,
                     description: entra.error_description.unwrap_or_default(),
+                    class: Failure::Auth,
                 },
-                None => unavailable(&format!(
-                    "Entra ID answered HTTP {status} with a body that is not an OAuth error"
-                )),
+                None => unavailable(
+                    Failure::Auth,
+                    &format!(
+                        "Entra ID answered HTTP {status} with a body that is not an OAuth error"
+                    ),
+                ),
             }
         }
-        Some((status, _, _)) => unavailable(&format!("Entra ID answered HTTP {status}")),
-        None if assertion_failed(err) => unavailable(&format!(
-            "the workload identity's assertion could not be made: {}",
-            error_chain(err)
-        )),
+        Some((status, _, _)) => unavailable(
+            Failure::Transient,
+            &format!("Entra ID answered HTTP {status}"),
+        ),
+        None if assertion_failed(err) => unavailable(
+            Failure::Auth,
+            &format!(
+                "the workload identity's assertion could not be made: {}",
+                error_chain(err)
+            ),
+        ),
         None => unavailable(
+            Failure::Transient,
             "Entra ID could not be reached, or its answer was not understood (see the \
              proxy's log)",
         ),
