@@ -139,6 +139,9 @@ pub fn route(
     ))
 }
 
+// The error is the answer itself, made once per refused request; boxing it would only
+// move it to the heap.
+#[allow(clippy::result_large_err)]
 fn imds(method: &Method, query: Option<&str>, headers: &HeaderMap) -> Result<TokenRequest, Reply> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if header("metadata") != Some("true") {
@@ -188,7 +191,7 @@ fn imds(method: &Method, query: Option<&str>, headers: &HeaderMap) -> Result<Tok
     let named = named(
         &params,
         &[
-            ("client_id", Named::ClientId as fn(String) -> Named),
+            ("client_id", Named::ClientId as Namer),
             ("object_id", Named::ObjectId),
             ("msi_res_id", Named::ResourceId),
             ("mi_res_id", Named::ResourceId),
@@ -208,6 +211,7 @@ fn imds(method: &Method, query: Option<&str>, headers: &HeaderMap) -> Result<Tok
     })
 }
 
+#[allow(clippy::result_large_err)]
 fn app_service(
     method: &Method,
     query: Option<&str>,
@@ -251,7 +255,7 @@ fn app_service(
     let named = named(
         &params,
         &[
-            ("client_id", Named::ClientId as fn(String) -> Named),
+            ("client_id", Named::ClientId as Namer),
             ("principal_id", Named::ObjectId),
             ("object_id", Named::ObjectId),
             ("mi_res_id", Named::ResourceId),
@@ -270,11 +274,11 @@ fn app_service(
     })
 }
 
+/// Makes the [`Named`] a query parameter stands for.
+type Namer = fn(String) -> Named;
+
 /// The one identity parameter present, if any; `Err` when more than one is.
-fn named(
-    params: &BTreeMap<String, String>,
-    names: &[(&str, fn(String) -> Named)],
-) -> Result<Named, ()> {
+fn named(params: &BTreeMap<String, String>, names: &[(&str, Namer)]) -> Result<Named, ()> {
     let mut found = names
         .iter()
         .filter_map(|(name, make)| params.get(*name).map(|value| make(value.clone())));

@@ -181,11 +181,19 @@ fn assertion_failed(err: &AzureError) -> bool {
 
 /// Entra's AADSTS code(s), when it refused.
 fn entra_code(err: &AzureError) -> Option<String> {
-    http_error(err).and_then(|(_, code, _)| code)
+    http_error(err).and_then(|answer| answer.code)
 }
 
-/// The innermost HTTP answer in an SDK error chain: status, Entra's code, its body.
-fn http_error(err: &AzureError) -> Option<(u16, Option<String>, Option<&[u8]>)> {
+/// An HTTP answer found in an SDK error chain.
+struct HttpAnswer<'e> {
+    status: u16,
+    /// Entra's AADSTS code(s).
+    code: Option<String>,
+    body: Option<&'e [u8]>,
+}
+
+/// The first HTTP answer in an SDK error chain.
+fn http_error(err: &AzureError) -> Option<HttpAnswer<'_>> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(current) = cause {
         if let Some(azure) = current.downcast_ref::<AzureError>()
@@ -195,11 +203,11 @@ fn http_error(err: &AzureError) -> Option<(u16, Option<String>, Option<&[u8]>)> 
                 raw_response,
             } = azure.kind()
         {
-            return Some((
-                u16::from(*status),
-                error_code.clone(),
-                raw_response.as_deref().map(|raw| raw.body().as_ref()),
-            ));
+            return Some(HttpAnswer {
+                status: u16::from(*status),
+                code: error_code.clone(),
+                body: raw_response.as_deref().map(|raw| raw.body().as_ref()),
+            });
         }
         cause = current.source();
     }
@@ -223,14 +231,14 @@ fn refusal(err: &AzureError) -> Refusal {
             "Entra ID's TLS certificate was refused (see the proxy's log)",
         );
     }
-    match http_error(err) {
-        Some((429, _, _)) => Refusal {
+    match http_error(err).map(|answer| (answer.status, answer.body)) {
+        Some((429, _)) => Refusal {
             status: StatusCode::TOO_MANY_REQUESTS,
             error: "temporarily_unavailable".to_owned(),
             description: "Entra ID throttled the token request; retry later".to_owned(),
             class: Failure::Transient,
         },
-        Some((status @ 400..=499, _, body)) => {
+        Some((status @ 400..=499, body)) => {
             #[derive(serde::Deserialize)]
             struct Entra {
                 error: String,
@@ -251,7 +259,7 @@ fn refusal(err: &AzureError) -> Refusal {
                 ),
             }
         }
-        Some((status, _, _)) => unavailable(
+        Some((status, _)) => unavailable(
             Failure::Transient,
             &format!("Entra ID answered HTTP {status}"),
         ),
