@@ -10,7 +10,9 @@
 //! - [`azure`] (Azure builds): Key Vault's credential (workload identity's client
 //!   assertion, managed identity, developer tools) and what to say when Entra ID refuses,
 //!   used by the Key Vault provider and the IMDS proxy; [`azure_transport`] is how both
-//!   reach Entra ID (and Key Vault).
+//!   reach Entra ID (and Key Vault);
+//! - [`token_file`]: reading a projected token file that kubelet may be replacing, and
+//!   telling that race from a missing file when an SDK read it.
 //!
 //! Like a provider, each makes one attempt per call and tags its errors with a
 //! [`crate::exit::Failure`] class; tokens stay in zeroizing memory and are never logged.
@@ -25,5 +27,6 @@ pub mod google;
 pub mod oauth2;
 #[cfg(feature = "aws")]
 pub mod options;
+pub mod token_file;
 #[cfg(feature = "aws")]
 pub mod web_token;

@@ -183,6 +183,9 @@ pub enum EntraMode {
         code: u32,
         description: &'static str,
     },
+    /// Accepted requests get the access token with `expires_in` as this JSON text:
+    /// `"\"soon\""` is an answer the client cannot read.
+    ExpiresIn(&'static str),
 }
 
 /// The Entra ID token endpoint for one tenant and one client id ([`TENANT`] and
@@ -213,6 +216,21 @@ impl Entra {
     /// Accepts exactly `assertion`, for `client_id` in `tenant` (the values a deployment
     /// artifact names).
     pub fn start_for(assertion: &str, tenant: &str, client_id: &str) -> Entra {
+        let expected = assertion.to_owned();
+        Entra::serve(tenant, client_id, move |presented| presented == expected)
+    }
+
+    /// Accepts the client assertions `accept` says yes to, for [`CLIENT_ID`] in
+    /// [`TENANT`] (a projected token that rotates, say).
+    pub fn accepting(accept: impl Fn(&str) -> bool + Send + Sync + 'static) -> Entra {
+        Entra::serve(TENANT, CLIENT_ID, accept)
+    }
+
+    fn serve(
+        tenant: &str,
+        client_id: &str,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Entra {
         let access_token = jwt(&format!(
             r#"{{"aud":"{RESOURCE}","iss":"https://sts.windows.net/{tenant}/","appid":"{client_id}","exp":{}}}"#,
             now() + 3600
@@ -230,15 +248,14 @@ impl Entra {
             (SCOPE.to_owned(), access_token.clone()),
             (format!("{ARM_RESOURCE}/.default"), arm_token.clone()),
         ]);
-        let (expected, forced, how) =
-            (assertion.to_owned(), Arc::clone(&mode), Arc::clone(&answer));
+        let (forced, how) = (Arc::clone(&mode), Arc::clone(&answer));
         let app = (tenant.to_owned(), client_id.to_owned());
         let server = HttpsServer::with_handler(move |request| {
             let how = *how.lock().unwrap();
             let response = token_endpoint(
                 request,
                 &app,
-                &expected,
+                &accept,
                 &issued,
                 &forced.lock().unwrap(),
                 how.lifetime,
@@ -287,7 +304,7 @@ impl Entra {
 fn token_endpoint(
     request: &Request,
     (known_tenant, client_id): &(String, String),
-    assertion: &str,
+    accept: &dyn Fn(&str) -> bool,
     issued: &HashMap<String, String>,
     mode: &EntraMode,
     lifetime: u64,
@@ -407,7 +424,7 @@ fn token_endpoint(
     if let EntraMode::Reject { code, description } = mode {
         return entra_error(400, "invalid_client", *code, description);
     }
-    if presented != assertion {
+    if !accept(presented) {
         return entra_error(
             400,
             "invalid_client",
@@ -415,10 +432,14 @@ fn token_endpoint(
             "No matching federated identity record found for presented assertion issuer 'https://oidc.example.test/'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
         );
     }
+    let expires_in = match mode {
+        EntraMode::ExpiresIn(text) => (*text).to_owned(),
+        _ => lifetime.to_string(),
+    };
     json(
         200,
         format!(
-            r#"{{"token_type":"Bearer","expires_in":{lifetime},"ext_expires_in":{lifetime},"access_token":"{issued}"}}"#
+            r#"{{"token_type":"Bearer","expires_in":{expires_in},"ext_expires_in":{lifetime},"access_token":"{issued}"}}"#
         ),
     )
 }
