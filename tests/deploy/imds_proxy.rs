@@ -16,14 +16,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::azure::{CLUSTER_TENANT, init_container_runs_as_written, readable_copy};
+use super::azure::{aks_identity, aks_token, init_container_runs_as_written};
 use super::{
-    AZURE_IMDS_PROXY, K8sWorkload, container_env, k8s_ids, k8s_workloads, pod_volume,
-    readable_file, subject,
+    AZURE_IMDS_PROXY, K8sWorkload, container_env, k8s_ids, k8s_workloads, pod_volume, readable_file,
 };
-use testkit::azure::{ConnectProxy, Entra, jwt};
+use testkit::azure::{ConnectProxy, Entra};
 use testkit::deploy::{binary_for, command_as, documented_env_vars, str_at, strings};
-use testkit::tls::ca;
 use testkit::{Run, Scratch, netns};
 
 #[test]
@@ -98,19 +96,9 @@ fn proxy_runs_as_written(workload: &K8sWorkload) -> &'static str {
     }
 
     // What the AKS webhook injects, and Entra ID under its public name.
-    let client_id = workload
-        .annotation("azure.workload.identity/client-id")
-        .unwrap_or_else(|| panic!("{what}: azure.workload.identity/client-id"));
-    let tenant = workload
-        .annotation("azure.workload.identity/tenant-id")
-        .unwrap_or(CLUSTER_TENANT);
+    let (client_id, tenant) = aks_identity(workload);
     let files = Scratch::tmpfs("imds-aks-token");
-    let token = jwt(&format!(
-        r#"{{"aud":["api://AzureADTokenExchange"],"iss":"https://oidc.prod-aks.azure.com/{tenant}/","sub":"{}","exp":4102444800}}"#,
-        subject(&workload.service_account)
-    ));
-    let token_file = readable_file(&files, "azure-identity-token", &token);
-    let ca_file = readable_copy(&files, &ca().pem_file, "ca.pem");
+    let (token, token_file, ca_file) = aks_token(workload, tenant, &files);
     let entra = Entra::start_for(&token, tenant, client_id);
     let connect = ConnectProxy::start(entra.server.port, entra.server.port);
 

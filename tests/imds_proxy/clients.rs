@@ -132,7 +132,11 @@ fn azure_python_sdk_reads_key_vault_with_a_token_from_the_app_service_contract()
 
 /// The binary as an ordinary Key Vault client with `--azure-credential managed`: the
 /// azure_identity crate's ManagedIdentityCredential, not the proxy's code.
-fn rust_reads(workload: &Workload, name: &str, env: &[(&str, String)]) -> (testkit::Run, Vec<u8>) {
+pub fn rust_reads(
+    workload: &Workload,
+    name: &str,
+    env: &[(&str, String)],
+) -> (testkit::Run, Vec<u8>) {
     let out = Scratch::tmpfs("imds-client-out");
     let mut sidecar = testkit::sidecar!()
         .args([

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::clients::{python, python_reads};
+use super::clients::{python, python_reads, rust_reads};
 use super::{Proxy, expect_no_tokens};
+use testkit::SENTINEL;
 use testkit::azure::{RESOURCE, Workload};
 use testkit::netns;
-use testkit::tls::ca;
-use testkit::{SENTINEL, Scratch};
 
 const LEGACY_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token?resource=https://vault.azure.net&api-version=2018-02-01";
 
@@ -135,23 +134,9 @@ fn in_a_pod() {
     );
 
     // The Rust azure_identity crate, which knows only http://169.254.169.254.
-    let out = Scratch::tmpfs("redirect-out");
-    let run = testkit::sidecar!()
-        .args([
-            "--azure-credential",
-            "managed",
-            "--azure-skip-challenge-resource-check",
-        ])
-        .arg("--ca-file")
-        .arg(&ca().pem_file)
-        .arg("--output-dir")
-        .arg(&out.path)
-        .arg("--secret")
-        .arg(workload.reference("redirected"))
-        .run();
-    run.expect_code(0)
-        .expect_stderr("instance metadata service");
-    assert_eq!(out.read("redirected"), value.as_bytes());
+    let (run, read) = rust_reads(&workload, "redirected", &[]);
+    run.expect_stderr("instance metadata service");
+    assert_eq!(read, value.as_bytes());
     expect_no_tokens(&run, &workload, &[]);
 
     // Azure's Python SDK with nothing configured: MSAL's IMDS flow at 169.254.169.254.
