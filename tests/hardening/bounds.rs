@@ -64,7 +64,13 @@ fn irsa(sts: &Sts, files: &Scratch, out: &Scratch) -> Sidecar {
         .configure(testkit::sidecar!())
         .assuming_role(sts.url(), "arn:aws:iam::000000000000:role/app")
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", token_file)
-        .args(["--secret", "db=aws://db", "--timeout", "20s", "--output-dir"])
+        .args([
+            "--secret",
+            "db=aws://db",
+            "--timeout",
+            "20s",
+            "--output-dir",
+        ])
         .arg(&out.path)
 }
 
@@ -95,7 +101,13 @@ fn endless_credential_answers_are_cut_off_at_the_cap() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", agent.full_uri())
         .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &agent.token_file)
-        .args(["--secret", "db=aws://db", "--timeout", "20s", "--output-dir"])
+        .args([
+            "--secret",
+            "db=aws://db",
+            "--timeout",
+            "20s",
+            "--output-dir",
+        ])
         .arg(&out.path)
         .run_measuring_memory();
     let mib = peak >> 20;
