@@ -22,4 +22,7 @@ export LOCALSTACK_ENDPOINT="http://127.0.0.1:${LOCALSTACK_PORT:-4566}"
 # A Python with python-dotenv, for the env-file round trip (LocalStack's venv has one).
 SECRET_SIDECAR_TEST_PYTHON="$(scripts/localstack.sh python || true)"
 export SECRET_SIDECAR_TEST_PYTHON
+# Azure's Python SDK, a client of the IMDS proxy's tests (installed once, cached).
+SECRET_SIDECAR_TEST_AZURE_PYTHON="$(scripts/azure-sdk.sh || true)"
+export SECRET_SIDECAR_TEST_AZURE_PYTHON
 cargo test --locked "$@"

@@ -12,6 +12,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::exit::HELP_TABLE;
+#[cfg(feature = "azure")]
+mod imds_proxy;
 #[cfg(feature = "aws")]
 use crate::identity::options::{AwsTokenArgs, TokenSourceKind};
 use crate::logging::LogArgs;
@@ -21,6 +23,8 @@ use crate::providers::aws::AwsArgs;
 use crate::providers::azure::AzureArgs;
 #[cfg(feature = "gcp")]
 use crate::providers::gcp::GcpArgs;
+#[cfg(feature = "azure")]
+pub use imds_proxy::ImdsProxyArgs;
 
 /// Fetch secrets with the workload's own identity, publish them atomically as files in an
 /// in-memory directory, and exit.
@@ -170,6 +174,23 @@ pub enum Command {
     /// for a Kubernetes native sidecar (an init container with restartPolicy: Always)
     /// whose startup probe runs `secret-sidecar token --probe`.
     Token(TokenArgs),
+
+    #[cfg(feature = "azure")]
+    /// Answer the pod's Azure instance metadata (IMDS) token requests with its workload
+    /// identity, for applications written for VM managed identity or AAD Pod Identity.
+    ///
+    /// Serves GET /metadata/identity/oauth2/token as IMDS does (Metadata: true required,
+    /// X-Forwarded-For refused, IMDS's fields and errors) and the App Service contract
+    /// (IDENTITY_ENDPOINT=http://ADDR:PORT/msi/token, IDENTITY_HEADER) for SDKs, on a
+    /// loopback address only. Each token comes from Entra ID through the workload identity
+    /// client assertion (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE,
+    /// AZURE_AUTHORITY_HOST), is cached per resource until five minutes before it
+    /// expires, and many callers at once share one exchange. The token for --resource must
+    /// be obtained within --timeout at start, else it exits like a fetch run; SIGTERM or
+    /// SIGINT stop it cleanly (exit 0). --install-redirect (an init container with
+    /// NET_ADMIN) sends the pod's traffic to 169.254.169.254:80 here; --probe is the
+    /// startup probe. See docs/azure.md.
+    ImdsProxy(ImdsProxyArgs),
 }
 
 /// The `token` subcommand's options; the --oauth2-*, --ca-file, --timeout and
@@ -325,7 +346,7 @@ mod tests {
                 "--{id} help lacks an example"
             );
             // A probe flag in the environment would make the sidecar itself a probe.
-            if id == "token_probe" {
+            if id.ends_with("_probe") {
                 assert!(arg.get_env().is_none());
                 continue;
             }

@@ -9,6 +9,8 @@
 compile_error!("secret-sidecar needs at least one provider feature: aws, azure or gcp");
 
 // Modes: what the process does, one module each.
+#[cfg(feature = "azure")]
+pub mod imds_proxy;
 pub mod init;
 #[cfg(feature = "aws")]
 pub mod token;

@@ -3,7 +3,7 @@
 //!
 //! `main` is a thin shell: parse the command line, set up logs, run the mode asked for,
 //! and turn the outcome into an exit code. Everything that can fail is in the modes
-//! (`secret_sidecar::init`, `secret_sidecar::token`).
+//! (`secret_sidecar::init`, `secret_sidecar::token`, `secret_sidecar::imds_proxy`).
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -29,6 +29,13 @@ fn main() -> ExitCode {
         return probe(args);
     }
 
+    #[cfg(feature = "azure")]
+    if let Some(cli::Command::ImdsProxy(args)) = &cli.command
+        && args.imds_probe
+    {
+        return imds_probe(args);
+    }
+
     // A panic's message could in principle carry data; log only where it happened.
     std::panic::set_hook(Box::new(|info| {
         let location = info
@@ -50,8 +57,13 @@ fn main() -> ExitCode {
                 None => init::run(&cli).await,
                 #[cfg(feature = "aws")]
                 Some(cli::Command::Token(args)) => secret_sidecar::token::run(args, &cli).await,
-                // Without AWS there is no subcommand (token mode exchanges with AWS STS).
-                #[cfg(not(feature = "aws"))]
+                #[cfg(feature = "azure")]
+                Some(cli::Command::ImdsProxy(args)) => {
+                    secret_sidecar::imds_proxy::run(args, &cli).await
+                }
+                // A Google-only build has no subcommand (token mode exchanges with AWS STS,
+                // the IMDS proxy with Entra ID).
+                #[cfg(not(any(feature = "aws", feature = "azure")))]
                 Some(command) => match *command {},
             }
         });
@@ -79,6 +91,24 @@ fn probe(args: &cli::TokenArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::warn!("token not ready: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `imds-proxy --probe`: 0 when the proxy answers a token for its resource, 1 when not,
+/// with the reason on stderr.
+#[cfg(feature = "azure")]
+fn imds_probe(args: &cli::ImdsProxyArgs) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::new)
+        .and_then(|runtime| runtime.block_on(secret_sidecar::imds_proxy::probe(args)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::warn!("IMDS proxy not ready: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -35,15 +35,17 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const AWS_IRSA: &str = "kubernetes-manifests/overlays/aws-irsa";
 const AWS_POD_IDENTITY: &str = "kubernetes-manifests/overlays/aws-pod-identity";
 const AZURE_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/azure-workload-identity";
+const AZURE_IMDS_PROXY: &str = "kubernetes-manifests/overlays/azure-imds-proxy";
 const GCP_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/gcp-workload-identity";
 const GCP_FEDERATION: &str = "kubernetes-manifests/overlays/gcp-federation";
 const GKE_TO_AWS: &str = "kubernetes-manifests/overlays/gke-to-aws";
 const EXTERNAL_IDP_TOKEN: &str = "kubernetes-manifests/overlays/external-idp-token";
 /// Every overlay, each run by one test below.
-const OVERLAYS: [&str; 7] = [
+const OVERLAYS: [&str; 8] = [
     AWS_IRSA,
     AWS_POD_IDENTITY,
     AZURE_WORKLOAD_IDENTITY,
+    AZURE_IMDS_PROXY,
     GCP_WORKLOAD_IDENTITY,
     GCP_FEDERATION,
     GKE_TO_AWS,
@@ -342,9 +344,11 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             .into_iter()
             .flatten()
             .filter(|c| image_parts(str_at(c, "/image")).0 == "secret-sidecar")
-            // A native sidecar (restartPolicy: Always) runs `token` beside the app; the
-            // overlay's own test runs it.
+            // A native sidecar (restartPolicy: Always) runs `token` or `imds-proxy` beside
+            // the app, and `imds-proxy --install-redirect` is an init container that
+            // publishes nothing; the overlay's own test runs them.
             .filter(|c| c["restartPolicy"] != "Always")
+            .filter(|c| strings(c.get("args")).first().map(String::as_str) != Some("imds-proxy"))
             .collect();
         assert_eq!(
             sidecars.len(),
@@ -550,6 +554,9 @@ mod gcp;
 #[cfg(feature = "gcp")] // and aws, as this whole file
 #[path = "deploy/identity.rs"]
 mod identity;
+#[cfg(feature = "azure")]
+#[path = "deploy/imds_proxy.rs"]
+mod imds_proxy;
 
 // ---------------------------------------------------------------------------------------
 // ECS

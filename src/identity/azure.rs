@@ -52,6 +52,26 @@ pub struct Identity {
     pub trimmed: Arc<AtomicBool>,
 }
 
+impl Identity {
+    /// What an operator needs beside an identity failure: ` (credential: KIND with INPUTS;
+    /// check: ADVICE; note: ...)`, the advice for Entra's AADSTS code when it has some.
+    pub fn explain(&self, entra_code: Option<&str>) -> String {
+        let mut text = format!(" (credential: {} with {}", self.kind, self.inputs);
+        if let Some(advice) = entra_code.and_then(entra_advice) {
+            text.push_str("; check: ");
+            text.push_str(advice);
+        }
+        if self.trimmed.load(Ordering::Relaxed) {
+            text.push_str(
+                "; note: the token file had whitespace around the token, which was removed \
+                 before sending",
+            );
+        }
+        text.push(')');
+        text
+    }
+}
+
 /// Picks the credential `--azure-credential` asks for (see the module header).
 pub fn credential(
     choice: AzureCredential,

@@ -8,7 +8,9 @@
 //! - [`google`] (Google builds): the metadata server and Google credential errors, shared
 //!   by the gcp-metadata token source and the Secret Manager provider;
 //! - [`azure`] (Azure builds): Key Vault's credential (workload identity's client
-//!   assertion, managed identity, developer tools) and what to say when Entra ID refuses;
+//!   assertion, managed identity, developer tools) and what to say when Entra ID refuses,
+//!   used by the Key Vault provider and the IMDS proxy; [`azure_transport`] is how both
+//!   reach Entra ID (and Key Vault);
 //! - [`token_file`]: reading a projected token file that kubelet may be replacing, and
 //!   telling that race from a missing file when an SDK read it.
 //!
@@ -17,6 +19,8 @@
 
 #[cfg(feature = "azure")]
 pub mod azure;
+#[cfg(feature = "azure")]
+pub mod azure_transport;
 #[cfg(feature = "gcp")]
 pub mod google;
 #[cfg(feature = "aws")]

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::http::{Request, Response, Server, form};
+use super::http::{Fault, Request, Response, Server, form};
 use super::tls::{HttpsServer, ca};
 use super::{Scratch, Sidecar};
 
@@ -35,6 +35,10 @@ pub const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 pub const CLIENT_ID: &str = "5c0a5e1b-3f6e-4b8e-9a2d-1f7c2b9e4d11";
 pub const SCOPE: &str = "https://vault.azure.net/.default";
 pub const RESOURCE: &str = "https://vault.azure.net";
+/// A second resource Entra issues tokens for (Azure Resource Manager, as IMDS callers
+/// usually name it: with the trailing slash, kept in the scope so that it stays in the
+/// token's audience).
+pub const ARM_RESOURCE: &str = "https://management.azure.com/";
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Key Vault names allow letters, digits and dashes; ids here stay alphanumeric.
@@ -188,9 +192,19 @@ pub enum EntraMode {
 /// [`CLIENT_ID`] unless started with [`Entra::start_for`]).
 pub struct Entra {
     pub server: HttpsServer,
-    /// The access token it issues, the only one [`KeyVault`] accepts.
+    /// The access token it issues for Key Vault, the only one [`KeyVault`] accepts.
     pub access_token: String,
+    /// The token it issues for [`ARM_RESOURCE`].
+    pub arm_token: String,
     mode: Arc<Mutex<EntraMode>>,
+    answer: Arc<Mutex<Answer>>,
+}
+
+/// How long the tokens it issues last and how long it takes to answer.
+#[derive(Clone, Copy)]
+struct Answer {
+    lifetime: u64,
+    delay: std::time::Duration,
 }
 
 impl Entra {
@@ -221,21 +235,54 @@ impl Entra {
             r#"{{"aud":"{RESOURCE}","iss":"https://sts.windows.net/{tenant}/","appid":"{client_id}","exp":{}}}"#,
             now() + 3600
         ));
+        let arm_token = jwt(&format!(
+            r#"{{"aud":"{ARM_RESOURCE}","iss":"https://sts.windows.net/{tenant}/","appid":"{client_id}","exp":{}}}"#,
+            now() + 3600
+        ));
         let mode = Arc::new(Mutex::new(EntraMode::Normal));
-        let (issued, forced) = (access_token.clone(), Arc::clone(&mode));
+        let answer = Arc::new(Mutex::new(Answer {
+            lifetime: 3599,
+            delay: std::time::Duration::ZERO,
+        }));
+        let issued = HashMap::from([
+            (SCOPE.to_owned(), access_token.clone()),
+            (format!("{ARM_RESOURCE}/.default"), arm_token.clone()),
+        ]);
+        let (forced, how) = (Arc::clone(&mode), Arc::clone(&answer));
         let app = (tenant.to_owned(), client_id.to_owned());
         let server = HttpsServer::with_handler(move |request| {
-            token_endpoint(request, &app, &accept, &issued, &forced.lock().unwrap())
+            let how = *how.lock().unwrap();
+            let response = token_endpoint(
+                request,
+                &app,
+                &accept,
+                &issued,
+                &forced.lock().unwrap(),
+                how.lifetime,
+            );
+            response.fault(Fault::DelayHeaders(how.delay))
         });
         Entra {
             server,
             access_token,
+            arm_token,
             mode,
+            answer,
         }
     }
 
     pub fn set_mode(&self, mode: EntraMode) {
         *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Tokens issued from now on last `seconds` (3599 unless set).
+    pub fn set_lifetime(&self, seconds: u64) {
+        self.answer.lock().unwrap().lifetime = seconds;
+    }
+
+    /// Every answer from now on waits `delay` first.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.answer.lock().unwrap().delay = delay;
     }
 
     /// What `AZURE_AUTHORITY_HOST` points at.
@@ -258,8 +305,9 @@ fn token_endpoint(
     request: &Request,
     (known_tenant, client_id): &(String, String),
     accept: &dyn Fn(&str) -> bool,
-    issued: &str,
+    issued: &HashMap<String, String>,
     mode: &EntraMode,
+    lifetime: u64,
 ) -> Response {
     let path = request.target().split('?').next().unwrap_or_default();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -353,7 +401,7 @@ fn token_endpoint(
             ),
         );
     }
-    if field("scope") != SCOPE {
+    let Some(issued) = issued.get(field("scope")) else {
         return entra_error(
             400,
             "invalid_scope",
@@ -363,7 +411,7 @@ fn token_endpoint(
                 field("scope")
             ),
         );
-    }
+    };
     let presented = field("client_assertion");
     if presented.trim() != presented || presented.split('.').count() != 3 {
         return entra_error(
@@ -385,13 +433,13 @@ fn token_endpoint(
         );
     }
     let expires_in = match mode {
-        EntraMode::ExpiresIn(text) => text,
-        _ => "3599",
+        EntraMode::ExpiresIn(text) => (*text).to_owned(),
+        _ => lifetime.to_string(),
     };
     json(
         200,
         format!(
-            r#"{{"token_type":"Bearer","expires_in":{expires_in},"ext_expires_in":3599,"access_token":"{issued}"}}"#
+            r#"{{"token_type":"Bearer","expires_in":{expires_in},"ext_expires_in":{lifetime},"access_token":"{issued}"}}"#
         ),
     )
 }

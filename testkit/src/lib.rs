@@ -35,6 +35,7 @@ pub mod gcp;
 pub mod http;
 #[cfg(feature = "aws")]
 pub mod localstack;
+pub mod netns;
 #[cfg(feature = "aws")]
 pub mod oauth2;
 #[cfg(feature = "aws")]

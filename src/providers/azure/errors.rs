@@ -2,14 +2,12 @@
 //! given a one-line text that names the credential in use and, for Entra's AADSTS codes,
 //! what to check.
 
-use std::sync::atomic::Ordering;
-
 use anyhow::anyhow;
 use azure_core::error::{Error as AzureError, ErrorKind, ErrorResponse};
 use azure_core::http::{RawResponse, headers};
 
 use crate::exit::Failure;
-use crate::identity::azure::{Identity, entra_advice};
+use crate::identity::azure::Identity;
 use crate::net::{ResponseTooLarge, certificate_error, certificate_refused, error_chain};
 use crate::retry::RetryAfter;
 
@@ -37,21 +35,7 @@ pub(super) fn classify(err: &AzureError, identity: &Identity) -> anyhow::Error {
         );
     }
     if verdict.class == Failure::Auth {
-        text.push_str(&format!(
-            " (credential: {} with {}",
-            identity.kind, identity.inputs
-        ));
-        if let Some(advice) = verdict.entra_code.as_deref().and_then(entra_advice) {
-            text.push_str("; check: ");
-            text.push_str(advice);
-        }
-        if identity.trimmed.load(Ordering::Relaxed) {
-            text.push_str(
-                "; note: the token file had whitespace around the token, which was removed \
-                 before sending",
-            );
-        }
-        text.push(')');
+        text.push_str(&identity.explain(verdict.entra_code.as_deref()));
     }
     let mut text = text.replace(['\r', '\n'], " ");
     while text.contains("  ") {

@@ -40,15 +40,14 @@
 //! `--ca-file`; `HTTPS_PROXY`/`NO_PROXY` honoured). The SDK's retries are off and every
 //! request's User-Agent ends in `secret-sidecar/<version>`.
 //!
-//! The pieces: `target.rs` reads the reference, `transport.rs` is the HTTP side,
-//! `errors.rs` classifies what the SDK returns, and the credential lives in
-//! [`crate::identity::azure`] (the set-up on Azure's side is in `docs/azure.md`); this file
-//! connects and fetches.
+//! The pieces: `target.rs` reads the reference, `errors.rs` classifies what the SDK
+//! returns, the credential and the HTTP side are [`crate::identity::azure`] and
+//! [`crate::identity::azure_transport`] (the set-up on Azure's side is in
+//! `docs/azure.md`); this file connects and fetches.
 
 mod early;
 mod errors;
 mod target;
-mod transport;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -64,13 +63,13 @@ use zeroize::Zeroize;
 use super::{Fetched, Provider};
 use crate::exit::Failure;
 use crate::identity::azure::{AzureCloud, AzureCredential, Identity, Reported, credential};
+use crate::identity::azure_transport::client_options;
 use crate::net::{HttpConfig, error_chain};
 use crate::secret::SecretValue;
 use early::AskedEarly;
 use errors::classify;
 use target::cloud_of;
 pub use target::{AzureTarget, Vault, vault_suffix};
-use transport::client_options;
 
 /// The Azure Key Vault options (see docs/azure.md).
 #[derive(Debug, Clone, Default, clap::Args)]

@@ -1,4 +1,5 @@
-//! How Key Vault and Entra ID are reached: one rustls `reqwest::Client` (the platform's
+//! How Key Vault, Entra ID and the managed identity endpoints are reached (by the Key
+//! Vault provider and the IMDS proxy alike): one rustls `reqwest::Client` (the platform's
 //! roots, which `SSL_CERT_FILE` replaces, plus `--ca-file`; `HTTPS_PROXY`/`NO_PROXY`
 //! honoured) as the SDK's transport, with every response capped as it streams in, the
 //! SDK's retries off, and the User-Agent suffix on every attempt.
@@ -16,7 +17,7 @@ use futures_util::StreamExt as _;
 use crate::net::{HttpConfig, MAX_RESPONSE_BYTES, ResponseTooLarge, user_agent};
 
 /// The reqwest client every Azure request goes through, Entra ID's included.
-pub(super) fn client_options(http: &HttpConfig) -> Result<ClientOptions> {
+pub fn client_options(http: &HttpConfig) -> Result<ClientOptions> {
     let http = http.client().context("for Azure")?;
     Ok(ClientOptions {
         transport: Some(Transport::new(Arc::new(Limited(http)))),
