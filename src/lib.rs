@@ -10,6 +10,7 @@ compile_error!("secret-sidecar needs at least one provider feature: aws, azure o
 
 // Modes: what the process does, one module each.
 pub mod init;
+pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod token;
 
@@ -36,10 +37,12 @@ pub mod providers;
 pub mod identity;
 
 // Foundation: no module here uses one above.
+pub mod calls;
 pub mod env;
 pub mod exit;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod paths;
 pub mod publish;
 pub mod retry;

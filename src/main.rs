@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use secret_sidecar::exit::Failure;
-use secret_sidecar::{cli, init, logging};
+use secret_sidecar::{cli, init, logging, refresh};
 
 fn main() -> ExitCode {
     // clap exits by itself: 0 for --help and --version, 2 for a malformed command line.
@@ -22,6 +22,9 @@ fn main() -> ExitCode {
         tracing::warn!("{name} is set but no option reads it (misspelt?); see --help");
     }
 
+    if cli.refresh.probe {
+        return refresh_probe(&cli);
+    }
     #[cfg(feature = "aws")]
     if let Some(cli::Command::Token(args)) = &cli.command
         && args.token_probe
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
             .map_err(|err| anyhow::Error::new(err).context("starting the async runtime"))?;
         let outcome = runtime.block_on(async {
             match &cli.command {
+                None if cli.refresh.refresh.is_some() => refresh::run(&cli).await,
                 None => init::run(&cli).await,
                 #[cfg(feature = "aws")]
                 Some(cli::Command::Token(args)) => secret_sidecar::token::run(args, &cli).await,
@@ -79,6 +83,24 @@ fn probe(args: &cli::TokenArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::warn!("token not ready: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--probe`: 0 while a refresh process keeps `--output-dir` current, 1 when not, with the
+/// reason on stderr.
+fn refresh_probe(cli: &cli::Cli) -> ExitCode {
+    let Some(dir) = &cli.output_dir else {
+        tracing::error!(
+            "--probe needs --output-dir, the directory the refresh process publishes to"
+        );
+        return Failure::Usage.into();
+    };
+    match refresh::probe(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::warn!("not ready: {err:#}");
             ExitCode::FAILURE
         }
     }
