@@ -39,8 +39,9 @@ const GCP_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/gcp-workload-
 const GCP_FEDERATION: &str = "kubernetes-manifests/overlays/gcp-federation";
 const GKE_TO_AWS: &str = "kubernetes-manifests/overlays/gke-to-aws";
 const EXTERNAL_IDP_TOKEN: &str = "kubernetes-manifests/overlays/external-idp-token";
+const REFRESH_OVERLAY: &str = "kubernetes-manifests/overlays/aws-irsa-refresh";
 /// Every overlay, each run by one test below.
-const OVERLAYS: [&str; 7] = [
+const OVERLAYS: [&str; 8] = [
     AWS_IRSA,
     AWS_POD_IDENTITY,
     AZURE_WORKLOAD_IDENTITY,
@@ -48,8 +49,11 @@ const OVERLAYS: [&str; 7] = [
     GCP_FEDERATION,
     GKE_TO_AWS,
     EXTERNAL_IDP_TOKEN,
+    REFRESH_OVERLAY,
 ];
 const TASK_DEFINITIONS: [&str; 2] = ["ecs-task-def/ec2.json", "ecs-task-def/fargate.json"];
+/// The rotation variant: the app waits for the sidecar's health check (tests/deploy/refresh.rs).
+const REFRESH_TASK_DEFINITION: &str = "ecs-task-def/ec2-refresh.json";
 const COMPOSE: &str = "docker-compose.yml";
 
 /// One deployment of secret-sidecar: how it runs, who reads its output, and the volume.
@@ -551,6 +555,9 @@ mod gcp;
 #[path = "deploy/identity.rs"]
 mod identity;
 
+#[path = "deploy/refresh.rs"]
+mod refresh;
+
 // ---------------------------------------------------------------------------------------
 // ECS
 
@@ -796,6 +803,8 @@ fn compose_secret_sidecar_service_runs_as_written() {
             s["image"]
                 .as_str()
                 .is_some_and(|i| image_parts(i).0 == "secret-sidecar")
+                // The refresh service never exits; tests/deploy/refresh.rs runs it.
+                && !strings(s.get("command")).iter().any(|a| a.starts_with("--refresh"))
         })
         .expect("a secret-sidecar service");
     let what = format!("{COMPOSE} {name}");
@@ -935,7 +944,10 @@ fn every_artifact_names_the_crate_version() {
             }
         }
     }
-    for path in TASK_DEFINITIONS {
+    for path in TASK_DEFINITIONS
+        .into_iter()
+        .chain([REFRESH_TASK_DEFINITION])
+    {
         for c in json(path)["containerDefinitions"].as_array().unwrap() {
             let image = str_at(c, "/image");
             if image_parts(image).0 == "secret-sidecar" {
@@ -962,7 +974,7 @@ fn every_artifact_names_the_crate_version() {
         .iter()
         .map(String::as_str)
         .chain(TASK_DEFINITIONS)
-        .chain([COMPOSE]);
+        .chain([REFRESH_TASK_DEFINITION, COMPOSE]);
     for artifact in artifacts {
         assert!(
             seen.iter().any(|s| s.starts_with(artifact)),

@@ -3,7 +3,7 @@
 //!
 //! Counts and times only: no reference, file name or value appears in a label.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
@@ -21,6 +21,11 @@ type Labels = Vec<(&'static str, &'static str)>;
 
 pub struct Metrics {
     registry: Registry,
+    /// `--max-stale`, and when the set was last found current (ms since the epoch): the
+    /// stale gauge is worked out at each scrape, since a long back-off would leave it
+    /// behind.
+    max_stale: Option<std::time::Duration>,
+    checked_at_ms: AtomicU64,
     last_check: Gauge<f64, AtomicU64>,
     last_change: Gauge<f64, AtomicU64>,
     cycles: Family<Labels, Counter>,
@@ -37,62 +42,72 @@ fn seconds(at: SystemTime) -> f64 {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub fn new(max_stale: Option<std::time::Duration>) -> Metrics {
         let mut registry = Registry::with_prefix("secret_sidecar_refresh");
-        let metrics = Metrics {
-            registry: Registry::default(),
-            last_check: Gauge::default(),
-            last_change: Gauge::default(),
-            cycles: Family::default(),
-            kept: Gauge::default(),
-            stale: Gauge::default(),
-            notifications: Family::default(),
-            store_calls: Family::default(),
-        };
+        let last_check = Gauge::<f64, AtomicU64>::default();
+        let last_change = Gauge::<f64, AtomicU64>::default();
+        let cycles = Family::<Labels, Counter>::default();
+        let kept = Gauge::default();
+        let stale = Gauge::default();
+        let notifications = Family::<Labels, Counter>::default();
+        let store_calls = Family::<Labels, Counter>::default();
         registry.register(
             "last_success_timestamp_seconds",
             "When the published set was last found current (the first publish included)",
-            metrics.last_check.clone(),
+            last_check.clone(),
         );
         registry.register(
             "last_change_timestamp_seconds",
             "When a set was last published",
-            metrics.last_change.clone(),
+            last_change.clone(),
         );
         registry.register(
             "cycles",
             "Refresh cycles by outcome: unchanged, changed, failed",
-            metrics.cycles.clone(),
+            cycles.clone(),
         );
         registry.register(
             "kept_secrets",
             "Secrets whose last value is kept although the store no longer gives them",
-            metrics.kept.clone(),
+            kept.clone(),
         );
         registry.register(
             "stale",
             "1 when the last successful check is older than --max-stale",
-            metrics.stale.clone(),
+            stale.clone(),
         );
         registry.register(
             "notifications",
             "Notifications after a change, by result: sent, failed",
-            metrics.notifications.clone(),
+            notifications.clone(),
         );
         registry.register(
             "store_calls",
             "Calls to the secret stores by store and operation, first publish included",
-            metrics.store_calls.clone(),
+            store_calls.clone(),
         );
         Metrics {
             registry,
-            ..metrics
+            max_stale,
+            checked_at_ms: AtomicU64::new(0),
+            last_check,
+            last_change,
+            cycles,
+            kept,
+            stale,
+            notifications,
+            store_calls,
         }
     }
 
     /// The first publish, or a cycle that found the set current.
     pub fn checked(&self, at: SystemTime, changed: bool, kept: usize, first: bool) {
         self.last_check.set(seconds(at));
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        self.checked_at_ms.store(ms, Ordering::Relaxed);
         if changed {
             self.last_change.set(seconds(at));
         }
@@ -109,29 +124,36 @@ impl Metrics {
             .inc();
     }
 
-    pub fn stale(&self, stale: bool) {
-        self.stale.set(i64::from(stale));
-    }
-
     pub fn notified(&self, report: Report) {
-        let sent = self.notifications.get_or_create(&vec![("result", "sent")]);
-        sent.inc_by(report.sent.into());
-        let failed = self
-            .notifications
-            .get_or_create(&vec![("result", "failed")]);
-        failed.inc_by(report.failed.into());
+        // One statement each: a family's guard must be gone before the next lookup, which
+        // may need its write lock.
+        self.notifications
+            .get_or_create(&vec![("result", "sent")])
+            .inc_by(report.sent.into());
+        self.notifications
+            .get_or_create(&vec![("result", "failed")])
+            .inc_by(report.failed.into());
     }
 
     /// The text a scrape gets, the store calls brought up to date first.
     pub fn encode(&self) -> String {
+        if let Some(limit) = self.max_stale {
+            let checked = UNIX_EPOCH
+                + std::time::Duration::from_millis(self.checked_at_ms.load(Ordering::Relaxed));
+            let age = SystemTime::now()
+                .duration_since(checked)
+                .unwrap_or_default();
+            self.stale.set(i64::from(age > limit));
+        }
         for call in crate::calls::snapshot() {
-            let counter = self
-                .store_calls
-                .get_or_create(&vec![("store", call.store), ("operation", call.operation)]);
+            let labels = vec![("store", call.store), ("operation", call.operation)];
+            let counter = self.store_calls.get_or_create(&labels);
             let known = counter.get();
             if call.count > known {
                 counter.inc_by(call.count - known);
             }
+            // The guard goes here, before the next label set may be created.
+            drop(counter);
         }
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -166,7 +188,7 @@ mod tests {
 
     #[test]
     fn names_follow_prometheus_conventions_and_hold_no_reference() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(None);
         metrics.checked(SystemTime::now(), true, 0, true);
         metrics.checked(SystemTime::now(), false, 1, false);
         metrics.failed();

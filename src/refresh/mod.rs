@@ -93,7 +93,7 @@ pub async fn run(cli: &Cli) -> Result<()> {
     };
     let publisher = init::open(&plan)?;
     Status::starting(&publisher);
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(settings.max_stale);
     let work = keep_current(&plan, &settings, &publisher, &metrics, &mut stop);
     match listener {
         None => work.await,
@@ -185,7 +185,7 @@ async fn keep_current(
                 tracing::debug!(
                     changed = outcome.changed,
                     kept = outcome.kept,
-                    ms = took.as_millis() as u64,
+                    us = took.as_micros() as u64,
                     "refresh cycle"
                 );
                 if outcome.changed && !settings.notifier.is_empty() {
@@ -219,7 +219,6 @@ async fn keep_current(
                 );
             }
         }
-        metrics.stale(status.stale());
     }
 }
 

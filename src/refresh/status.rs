@@ -123,16 +123,6 @@ impl Status {
     pub fn checked_at(&self) -> SystemTime {
         self.checked_at
     }
-
-    /// Whether the last check is older than `--max-stale`.
-    pub fn stale(&self) -> bool {
-        self.max_stale.is_some_and(|limit| {
-            SystemTime::now()
-                .duration_since(self.checked_at)
-                .unwrap_or_default()
-                > limit
-        })
-    }
 }
 
 /// `--probe`: passes once a refresh process has published into `dir`, until its last

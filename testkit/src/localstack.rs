@@ -163,4 +163,53 @@ impl Seeder {
             self.put_in(region, name, value);
         }
     }
+
+    /// Adds a version of `name` labelled `AWSPENDING` only (what a rotation's first step
+    /// does) and returns its id; the current version stays current.
+    pub fn put_pending(&mut self, name: &str, value: &str) -> String {
+        let client = self.client(REGION);
+        let out = self
+            .runtime
+            .block_on(
+                client
+                    .put_secret_value()
+                    .secret_id(name)
+                    .secret_string(value)
+                    .version_stages("AWSPENDING")
+                    .send(),
+            )
+            .expect("put_secret_value AWSPENDING");
+        out.version_id.unwrap()
+    }
+
+    /// Moves `AWSCURRENT` of `name` from version `from` to version `to` (a rotation's
+    /// last step).
+    pub fn promote(&mut self, name: &str, to: &str, from: &str) {
+        let client = self.client(REGION);
+        self.runtime
+            .block_on(
+                client
+                    .update_secret_version_stage()
+                    .secret_id(name)
+                    .version_stage("AWSCURRENT")
+                    .move_to_version_id(to)
+                    .remove_from_version_id(from)
+                    .send(),
+            )
+            .expect("update_secret_version_stage AWSCURRENT");
+    }
+
+    /// Deletes `name` at once, without the recovery window.
+    pub fn delete(&mut self, name: &str) {
+        let client = self.client(REGION);
+        self.runtime
+            .block_on(
+                client
+                    .delete_secret()
+                    .secret_id(name)
+                    .force_delete_without_recovery(true)
+                    .send(),
+            )
+            .expect("delete_secret");
+    }
 }
