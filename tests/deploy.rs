@@ -590,6 +590,27 @@ fn dockerfile_volume() -> (String, u32, u32) {
     (path, ids.uid, ids.gid)
 }
 
+/// How ECS runs a container of the image: its `command` as the arguments, its
+/// `environment`, its `user`.
+fn ecs_invocation(container: &Value, what: &str) -> Invocation {
+    Invocation {
+        what: what.to_owned(),
+        args: strings(container.get("command")),
+        env: container["environment"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    str_at(e, "/name").to_owned(),
+                    str_at(e, "/value").to_owned(),
+                )
+            })
+            .collect(),
+        user: Ids::docker(str_at(container, "/user")),
+    }
+}
+
 fn ecs_deployment(path: &str) -> (Deployment, Value) {
     let task = json(path);
     let containers = task["containerDefinitions"].as_array().unwrap();
@@ -606,22 +627,7 @@ fn ecs_deployment(path: &str) -> (Deployment, Value) {
         sc.get("entryPoint").is_none(),
         "{what}: entryPoint would replace the binary; use command"
     );
-    let sidecar = Invocation {
-        what: what.clone(),
-        args: strings(sc.get("command")),
-        env: sc["environment"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                (
-                    str_at(e, "/name").to_owned(),
-                    str_at(e, "/value").to_owned(),
-                )
-            })
-            .collect(),
-        user: Ids::docker(str_at(sc, "/user")),
-    };
+    let sidecar = ecs_invocation(sc, &what);
     let output_dir = sidecar.option("output-dir").expect("--output-dir");
     let mount = sc["mountPoints"]
         .as_array()
@@ -778,6 +784,22 @@ fn compose_strings(value: &Value, what: &str) -> Vec<String> {
         .collect()
 }
 
+/// A service's `environment` map as the container sees it.
+fn compose_env(service: &Value, what: &str) -> Vec<(String, String)> {
+    service["environment"]
+        .as_object()
+        .expect("environment as a map")
+        .iter()
+        .map(|(k, v)| {
+            let value = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            (k.clone(), compose_literal(&value, what))
+        })
+        .collect()
+}
+
 /// `SOURCE:TARGET[:ro]` entries of a service's volumes.
 fn compose_mounts(service: &Value) -> Vec<(String, String, bool)> {
     strings(service.get("volumes"))
@@ -816,18 +838,7 @@ fn compose_secret_sidecar_service_runs_as_written() {
         service.get("entrypoint").is_none(),
         "{what}: keep the image's entrypoint"
     );
-    let env = service["environment"]
-        .as_object()
-        .expect("environment as a map")
-        .iter()
-        .map(|(k, v)| {
-            let value = v
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string());
-            (k.clone(), compose_literal(&value, &what))
-        })
-        .collect();
+    let env = compose_env(service, &what);
     let sidecar = Invocation {
         what: what.clone(),
         args: compose_strings(&service["command"], &what),

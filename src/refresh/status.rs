@@ -6,11 +6,13 @@
 //! only writable mount. It holds the process id and times, never a secret or a name:
 //!
 //! ```json
-//! {"version":1,"pid":7,"published_at_ms":…,"checked_at_ms":…,"stale_after_ms":…,"failures":0,"kept":0}
+//! {"version":1,"pid":7,"started":…,"published_at_ms":…,"checked_at_ms":…,"stale_after_ms":…,"failures":0,"kept":0}
 //! ```
 //!
 //! It is removed when the process starts and written once the first publish is done, so
-//! the probe fails until then, also after a restart; `checked_at_ms` moves at every cycle
+//! the probe fails until then; and it counts only while the process that wrote it runs (its
+//! pid and start time, read from `/proc`: the probe runs in the same container), so a
+//! stopped or restarted sidecar never passes on its predecessor's word. `checked_at_ms` moves at every cycle
 //! that found the set current, and the probe fails once `stale_after_ms` (that time plus
 //! `--max-stale`) has passed. A cycle that kept a revoked secret does not count as a check.
 
@@ -30,6 +32,10 @@ pub const NAME: &str = "refresh";
 struct Document {
     version: u32,
     pid: u32,
+    /// When the process started (clock ticks after boot, `/proc/PID/stat`'s 22nd field):
+    /// with the pid, it tells the writer from a later process that got the same pid (in a
+    /// container, a restarted sidecar is pid 1 again).
+    started: u64,
     published_at_ms: u64,
     checked_at_ms: u64,
     stale_after_ms: Option<u64>,
@@ -105,6 +111,7 @@ impl Status {
         let document = Document {
             version: 1,
             pid: std::process::id(),
+            started: started(std::process::id()).unwrap_or_default(),
             published_at_ms: millis(self.published_at),
             checked_at_ms: millis(self.checked_at),
             stale_after_ms: self.max_stale.map(|limit| millis(self.checked_at + limit)),
@@ -125,6 +132,15 @@ impl Status {
     }
 }
 
+/// When process `pid` started, from `/proc/PID/stat` (the field after the command name,
+/// which may itself hold spaces and parentheses, is counted from the last `)`).
+fn started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat.rsplit_once(')')?;
+    // Fields 3.. follow; the start time is field 22.
+    fields.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// `--probe`: passes once a refresh process has published into `dir`, until its last
 /// check is older than its `--max-stale`.
 pub fn probe(dir: &Path) -> Result<()> {
@@ -139,6 +155,15 @@ pub fn probe(dir: &Path) -> Result<()> {
         })?;
     let document: Document = serde_json::from_slice(&content)
         .map_err(|err| anyhow!("the status in {} is not readable: {err}", dir.display()))?;
+    // A status whose writer is gone (stopped, or restarted and not yet published) says
+    // nothing about the files now.
+    if started(document.pid) != Some(document.started) {
+        bail!(
+            "the refresh process that wrote the status (pid {}) is not running: stopped, or \
+             restarted and not yet published",
+            document.pid
+        );
+    }
     if let Some(stale_after) = document.stale_after_ms {
         let now = millis(SystemTime::now());
         if now > stale_after {
@@ -149,4 +174,16 @@ pub fn probe(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_start_time_is_read_and_a_missing_process_has_none() {
+        let own = started(std::process::id()).expect("this process's start time");
+        assert_eq!(started(std::process::id()), Some(own));
+        assert_eq!(started(u32::MAX), None);
+    }
 }

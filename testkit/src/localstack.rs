@@ -127,16 +127,26 @@ impl Seeder {
     }
 
     pub fn put_in(&mut self, region: &str, name: &str, value: &str) -> String {
+        self.put_version(region, name, value, None)
+    }
+
+    /// A new version of `name`, with the service's default stage or `stage` alone.
+    fn put_version(
+        &mut self,
+        region: &str,
+        name: &str,
+        value: &str,
+        stage: Option<&str>,
+    ) -> String {
         let client = self.client(region);
+        let request = client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .set_version_stages(stage.map(|s| vec![s.to_owned()]));
         let out = self
             .runtime
-            .block_on(
-                client
-                    .put_secret_value()
-                    .secret_id(name)
-                    .secret_string(value)
-                    .send(),
-            )
+            .block_on(request.send())
             .expect("put_secret_value");
         out.version_id.unwrap()
     }
@@ -167,19 +177,7 @@ impl Seeder {
     /// Adds a version of `name` labelled `AWSPENDING` only (what a rotation's first step
     /// does) and returns its id; the current version stays current.
     pub fn put_pending(&mut self, name: &str, value: &str) -> String {
-        let client = self.client(REGION);
-        let out = self
-            .runtime
-            .block_on(
-                client
-                    .put_secret_value()
-                    .secret_id(name)
-                    .secret_string(value)
-                    .version_stages("AWSPENDING")
-                    .send(),
-            )
-            .expect("put_secret_value AWSPENDING");
-        out.version_id.unwrap()
+        self.put_version(REGION, name, value, Some("AWSPENDING"))
     }
 
     /// Moves `AWSCURRENT` of `name` from version `from` to version `to` (a rotation's

@@ -16,8 +16,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    COMPOSE, Deployment, REFRESH_OVERLAY, REFRESH_TASK_DEFINITION, compose_literal, compose_mounts,
-    compose_strings, container, container_env, credentials_server, k8s_ids, pod_specs, pod_volume,
+    COMPOSE, Deployment, REFRESH_OVERLAY, REFRESH_TASK_DEFINITION, compose_env, compose_mounts,
+    compose_strings, container, container_env, credentials_server, ecs_invocation, k8s_ids,
+    pod_specs, pod_volume,
 };
 use testkit::deploy::{
     DemoSecrets, Ids, Invocation, Reader, Volume, VolumeDir, binary_for, command_as,
@@ -138,7 +139,15 @@ fn run_refresh(
         .expect_stderr("secret changed")
         .expect_no_leak(rotated.as_bytes());
     assert!(run.stdout.is_empty(), "{what}: stdout {}", run.stdout);
-    assert!(probe_passes(), "{what}: the set stays after SIGTERM");
+    assert_eq!(
+        fs::read(volume.path.join(&file)).ok(),
+        Some(rotated.into_bytes()),
+        "{what}: the set stays after SIGTERM"
+    );
+    assert!(
+        !probe_passes(),
+        "{what}: the probe of a stopped sidecar passes"
+    );
 }
 
 #[test]
@@ -279,22 +288,7 @@ fn ecs_refresh_task_definition_runs_as_written() {
             .any(|d| d["containerName"] == "secret-sidecar" && d["condition"] == "HEALTHY"),
         "{path}: the app must wait for the sidecar's health check (HEALTHY): SUCCESS needs an exit"
     );
-    let sidecar = Invocation {
-        what: what.clone(),
-        args: strings(sidecar_def.get("command")),
-        env: sidecar_def["environment"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                (
-                    str_at(e, "/name").to_owned(),
-                    str_at(e, "/value").to_owned(),
-                )
-            })
-            .collect(),
-        user: Ids::docker(str_at(sidecar_def, "/user")),
-    };
+    let sidecar = ecs_invocation(sidecar_def, &what);
     let volume_def = &task["volumes"][0];
     let volume = Volume::docker_tmpfs(
         volume_def
@@ -354,20 +348,11 @@ fn compose_refresh_service_runs_as_written() {
     );
     // LocalStack takes a 12-digit access key id as the account: one of this test's own.
     let account = fresh_account();
-    let env = service["environment"]
-        .as_object()
-        .expect("environment as a map")
-        .iter()
-        .map(|(k, v)| {
-            let value = v
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string());
-            let value = match k.as_str() {
-                "AWS_ACCESS_KEY_ID" => account.clone(),
-                _ => compose_literal(&value, &what),
-            };
-            (k.clone(), value)
+    let env = compose_env(service, &what)
+        .into_iter()
+        .map(|(name, value)| match name.as_str() {
+            "AWS_ACCESS_KEY_ID" => (name, account.clone()),
+            _ => (name, value),
         })
         .collect();
     let sidecar = Invocation {

@@ -13,6 +13,16 @@ use testkit::{SENTINEL, Scratch, unique};
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The sidecar publishing `a` and `b` from the secrets of those names into `dir`.
+fn two_secrets(dir: &Scratch, a: &str, b: &str, interval: &str) -> testkit::Sidecar {
+    testkit::sidecar!()
+        .arg("--output-dir")
+        .arg(&dir.path)
+        .args(["--secret", &format!("a=aws://{a}")])
+        .args(["--secret", &format!("b=aws://{b}")])
+        .args(["--refresh", interval])
+}
+
 fn value(tag: &str, round: usize) -> String {
     format!("{tag}-{round}-{SENTINEL}")
 }
@@ -37,12 +47,8 @@ fn a_rotation_reaches_the_files_and_the_app_is_told_once_per_change() {
     let app = App::start("ra");
     let endpoint = Server::with_handler(|_| Response::json(200, "{}"));
     let running = Running::start(
-        testkit::sidecar!()
-            .arg("--output-dir")
-            .arg(&dir.path)
-            .args(["--secret", &format!("a=aws://{a}")])
-            .args(["--secret", &format!("b=aws://{b}")])
-            .args(["--refresh", "150ms", "--metrics-addr", "127.0.0.1:0"])
+        two_secrets(&dir, &a, &b, "150ms")
+            .args(["--metrics-addr", "127.0.0.1:0"])
             .arg("--notify-pid-file")
             .arg(&app.pid_file)
             .args(["--notify-process", &format!("{}:SIGUSR1", app.name)])
@@ -163,14 +169,7 @@ fn two_secrets_rotated_together_are_never_seen_mixed() {
     seeder.string(&a, &value("a", 0));
     seeder.string(&b, &value("b", 0));
     let dir = Scratch::tmpfs("refresh-mixed");
-    let running = Running::start(
-        testkit::sidecar!()
-            .arg("--output-dir")
-            .arg(&dir.path)
-            .args(["--secret", &format!("a=aws://{a}")])
-            .args(["--secret", &format!("b=aws://{b}")])
-            .args(["--refresh", "30ms"]),
-    );
+    let running = Running::start(two_secrets(&dir, &a, &b, "30ms"));
     wait_until("the first publish", WAIT, || {
         probe(testkit::sidecar!(), &dir.path)
     });
@@ -283,14 +282,7 @@ fn sigterm_at_any_moment_leaves_one_complete_set() {
     seeder.string(&b, &value("b", 0));
     let dir = Scratch::tmpfs("refresh-term");
     for round in 1..=8 {
-        let running = Running::start(
-            testkit::sidecar!()
-                .arg("--output-dir")
-                .arg(&dir.path)
-                .args(["--secret", &format!("a=aws://{a}")])
-                .args(["--secret", &format!("b=aws://{b}")])
-                .args(["--refresh", "10ms"]),
-        );
+        let running = Running::start(two_secrets(&dir, &a, &b, "10ms"));
         wait_until("the first publish", WAIT, || {
             probe(testkit::sidecar!(), &dir.path)
         });
