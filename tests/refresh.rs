@@ -12,6 +12,9 @@ mod azure;
 #[cfg(feature = "gcp")]
 #[path = "refresh/gcp.rs"]
 mod gcp;
+#[cfg(all(feature = "aws", feature = "gcp"))]
+#[path = "refresh/soak.rs"]
+mod soak;
 #[cfg(feature = "aws")]
 #[path = "refresh/usage.rs"]
 mod usage;
