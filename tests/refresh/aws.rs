@@ -261,6 +261,11 @@ fn a_deleted_secret_keeps_its_last_value_unless_told_to_remove_it() {
             wait_until("the stale probe", WAIT, || {
                 !probe(testkit::sidecar!(), &dir.path)
             });
+            // The probe reads the deadline from the status file; the warning comes with the
+            // next cycle after it, so it may lag the probe by a cycle.
+            wait_until("the stale warning", WAIT, || {
+                running.log().contains("the published set is stale")
+            });
             assert_eq!(dir.read("gone"), value("gone", 0).as_bytes());
             assert!(app.signals().is_empty());
         }
