@@ -37,11 +37,11 @@ pub mod http;
 pub mod localstack;
 #[cfg(feature = "aws")]
 pub mod oauth2;
-pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod pod_identity;
 pub mod process;
 pub mod projected;
+pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod secretsmanager;
 #[cfg(feature = "aws")]
