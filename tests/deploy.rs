@@ -336,6 +336,62 @@ fn container_env(container: &Value, what: &str) -> Vec<(String, String)> {
 }
 
 /// Every workload of a rendered overlay, read as the kubelet would run it.
+/// The deployment a pod describes: `container` (a secret-sidecar in `pod`) as it is
+/// invoked, the in-memory volume it publishes into and the containers that read it.
+fn k8s_deployment(pod: &Value, container: &Value, what: &str) -> Deployment {
+    assert!(
+        container.get("command").is_none(),
+        "{what}: `command` would replace the image's entrypoint; use `args`"
+    );
+    let sidecar = Invocation {
+        what: what.to_owned(),
+        args: strings(container.get("args")),
+        env: container_env(container, what),
+        user: k8s_ids(pod, container, what),
+    };
+    let output_dir = sidecar.option("output-dir").expect("--output-dir");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"].as_str() == Some(output_dir.as_str()))
+        .unwrap_or_else(|| panic!("{what}: no volume is mounted at {output_dir}"));
+    let volume_name = str_at(mount, "/name");
+    let volume = pod_volume(pod, volume_name, what);
+    assert_eq!(
+        volume["emptyDir"]["medium"].as_str(),
+        Some("Memory"),
+        "{what}: the secrets volume must be emptyDir {{medium: Memory}}"
+    );
+    let readers = pod["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|app| {
+            let mount = app["volumeMounts"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"].as_str() == Some(volume_name))?;
+            let mut command = strings(app.get("command"));
+            command.extend(strings(app.get("args")));
+            let app_what = format!("{what} container {}", str_at(app, "/name"));
+            Some(Reader::new(
+                &app_what,
+                &command,
+                str_at(mount, "/mountPath"),
+                mount["readOnly"].as_bool() == Some(true),
+                k8s_ids(pod, app, &app_what),
+            ))
+        })
+        .collect();
+    let fs_group = pod["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
+    Deployment {
+        sidecar,
+        readers,
+        volume: Volume::EmptyDir { fs_group },
+    }
+}
+
 fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
     let objects = kustomize(overlay);
     let mut out = Vec::new();
@@ -356,32 +412,7 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             "{what}: one secret-sidecar init container"
         );
         let container = sidecars[0];
-        assert!(
-            container.get("command").is_none(),
-            "{what}: `command` would replace the image's entrypoint; use `args`"
-        );
-        let env = container_env(container, &what);
-        let sidecar = Invocation {
-            what: what.clone(),
-            args: strings(container.get("args")),
-            env,
-            user: k8s_ids(pod, container, &what),
-        };
-
-        let output_dir = sidecar.option("output-dir").expect("--output-dir");
-        let mount = container["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["mountPath"].as_str() == Some(output_dir.as_str()))
-            .unwrap_or_else(|| panic!("{what}: no volume is mounted at {output_dir}"));
-        let volume_name = str_at(mount, "/name");
-        let volume = pod_volume(pod, volume_name, &what);
-        assert_eq!(
-            volume["emptyDir"]["medium"].as_str(),
-            Some("Memory"),
-            "{what}: the secrets volume must be emptyDir {{medium: Memory}}"
-        );
+        let deployment = k8s_deployment(pod, container, &what);
 
         // The identity webhooks inject into every container but those named here.
         for (annotation, separator) in [
@@ -399,28 +430,6 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             );
         }
 
-        let readers = pod["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|app| {
-                let mount = app["volumeMounts"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["name"].as_str() == Some(volume_name))?;
-                let mut command = strings(app.get("command"));
-                command.extend(strings(app.get("args")));
-                let app_what = format!("{what} container {}", str_at(app, "/name"));
-                Some(Reader::new(
-                    &app_what,
-                    &command,
-                    str_at(mount, "/mountPath"),
-                    mount["readOnly"].as_bool() == Some(true),
-                    k8s_ids(pod, app, &app_what),
-                ))
-            })
-            .collect();
-        let fs_group = pod["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
         let service_account = objects
             .iter()
             .find(|o| {
@@ -430,11 +439,7 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             .clone();
         out.push(K8sWorkload {
             what,
-            deployment: Deployment {
-                sidecar,
-                readers,
-                volume: Volume::EmptyDir { fs_group },
-            },
+            deployment,
             service_account,
             template: template.clone(),
             container: container.clone(),

@@ -17,8 +17,7 @@ use serde_json::Value;
 
 use super::{
     COMPOSE, Deployment, REFRESH_OVERLAY, REFRESH_TASK_DEFINITION, compose_env, compose_mounts,
-    compose_strings, container, container_env, credentials_server, ecs_invocation, k8s_ids,
-    pod_specs, pod_volume,
+    compose_strings, container, credentials_server, ecs_invocation, k8s_deployment, pod_specs,
 };
 use testkit::deploy::{
     DemoSecrets, Ids, Invocation, Reader, Volume, VolumeDir, binary_for, command_as,
@@ -155,7 +154,7 @@ fn kubernetes_refresh_overlay_runs_as_written() {
     let _ = Seeder::connect();
     let objects = kustomize(REFRESH_OVERLAY);
     let mut natives = 0;
-    for (name, template, pod) in pod_specs(&objects) {
+    for (name, _, pod) in pod_specs(&objects) {
         let what = format!("{REFRESH_OVERLAY} {name}");
         let Some(native) = pod["initContainers"]
             .as_array()
@@ -177,45 +176,7 @@ fn kubernetes_refresh_overlay_runs_as_written() {
             probe,
             "{what}: liveness reports a stale set"
         );
-        assert!(native.get("command").is_none(), "{what}: use args");
-        let sidecar = Invocation {
-            what: what.clone(),
-            args: strings(native.get("args")),
-            env: container_env(native, &what),
-            user: k8s_ids(pod, native, &what),
-        };
-        let output_dir = sidecar.option("output-dir").expect("--output-dir");
-        let mount = native["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["mountPath"].as_str() == Some(output_dir.as_str()))
-            .unwrap_or_else(|| panic!("{what}: nothing mounted at {output_dir}"));
-        let volume_name = str_at(mount, "/name");
-        let volume = pod_volume(pod, volume_name, &what);
-        assert_eq!(volume["emptyDir"]["medium"], "Memory", "{what}");
-        let readers = pod["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|app| {
-                let mount = app["volumeMounts"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["name"].as_str() == Some(volume_name))?;
-                let mut command = strings(app.get("command"));
-                command.extend(strings(app.get("args")));
-                let app_what = format!("{what} container {}", str_at(app, "/name"));
-                Some(Reader::new(
-                    &app_what,
-                    &command,
-                    str_at(mount, "/mountPath"),
-                    mount["readOnly"] == true,
-                    k8s_ids(pod, app, &app_what),
-                ))
-            })
-            .collect();
-        let fs_group = pod["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
+        let deployment = k8s_deployment(pod, native, &what);
 
         // IRSA as the webhook injects it, with STS handing out keys of an account of
         // this test's own.
@@ -235,13 +196,8 @@ fn kubernetes_refresh_overlay_runs_as_written() {
         )
         .unwrap();
         fs::set_permissions(&token, fs::Permissions::from_mode(0o644)).unwrap();
-        let _ = template;
         run_refresh(
-            &Deployment {
-                sidecar,
-                readers,
-                volume: Volume::EmptyDir { fs_group },
-            },
+            &deployment,
             &probe,
             &aws_account,
             &[
