@@ -806,6 +806,35 @@ fn compose_env(service: &Value, what: &str) -> Vec<(String, String)> {
 }
 
 /// `SOURCE:TARGET[:ro]` entries of a service's volumes.
+/// The services that wait for `sidecar` to reach `condition` and read `volume_name`.
+fn compose_readers(
+    services: &serde_json::Map<String, Value>,
+    sidecar: &str,
+    condition: &str,
+    volume_name: &str,
+) -> Vec<Reader> {
+    services
+        .iter()
+        .filter(|(_, s)| s["depends_on"][sidecar]["condition"] == condition)
+        .map(|(app_name, app)| {
+            let app_what = format!("{COMPOSE} {app_name}");
+            let (_, target, read_only) = compose_mounts(app)
+                .into_iter()
+                .find(|(v, _, _)| v == volume_name)
+                .unwrap_or_else(|| panic!("{app_what}: does not mount {volume_name}"));
+            let mut command = compose_strings(&app["entrypoint"], &app_what);
+            command.extend(compose_strings(&app["command"], &app_what));
+            Reader::new(
+                &app_what,
+                &command,
+                &target,
+                read_only,
+                Ids::docker(str_at(app, "/user")),
+            )
+        })
+        .collect()
+}
+
 fn compose_mounts(service: &Value) -> Vec<(String, String, bool)> {
     strings(service.get("volumes"))
         .iter()
@@ -875,28 +904,12 @@ fn compose_secret_sidecar_service_runs_as_written() {
         "{what}: must depend on a running service that mounts {volume_name}"
     );
 
-    let readers = services
-        .iter()
-        .filter(|(_, s)| {
-            s["depends_on"][name.as_str()]["condition"] == "service_completed_successfully"
-        })
-        .map(|(app_name, app)| {
-            let app_what = format!("{COMPOSE} {app_name}");
-            let (_, target, read_only) = compose_mounts(app)
-                .into_iter()
-                .find(|(v, _, _)| *v == volume_name)
-                .unwrap_or_else(|| panic!("{app_what}: does not mount {volume_name}"));
-            let mut command = compose_strings(&app["entrypoint"], &app_what);
-            command.extend(compose_strings(&app["command"], &app_what));
-            Reader::new(
-                &app_what,
-                &command,
-                &target,
-                read_only,
-                Ids::docker(str_at(app, "/user")),
-            )
-        })
-        .collect();
+    let readers = compose_readers(
+        services,
+        name,
+        "service_completed_successfully",
+        &volume_name,
+    );
 
     // Compose passes static LocalStack keys; they name LocalStack's default account.
     exercise(

@@ -17,7 +17,8 @@ use serde_json::Value;
 
 use super::{
     COMPOSE, Deployment, REFRESH_OVERLAY, REFRESH_TASK_DEFINITION, compose_env, compose_mounts,
-    compose_strings, container, credentials_server, ecs_invocation, k8s_deployment, pod_specs,
+    compose_readers, compose_strings, container, credentials_server, ecs_invocation,
+    k8s_deployment, pod_specs,
 };
 use testkit::deploy::{
     DemoSecrets, Ids, Invocation, Reader, Volume, VolumeDir, binary_for, command_as,
@@ -324,26 +325,7 @@ fn compose_refresh_service_runs_as_written() {
         .unwrap_or_else(|| panic!("{what}: nothing mounted at {output_dir}"));
     let volume_def = &compose["volumes"][&volume_name];
     let volume = Volume::docker_tmpfs(volume_def["driver_opts"]["o"].as_str().unwrap_or_default());
-    let readers = services
-        .iter()
-        .filter(|(_, s)| s["depends_on"][name.as_str()]["condition"] == "service_healthy")
-        .map(|(app_name, app)| {
-            let app_what = format!("{COMPOSE} {app_name}");
-            let (_, target, read_only) = compose_mounts(app)
-                .into_iter()
-                .find(|(v, _, _)| *v == volume_name)
-                .unwrap_or_else(|| panic!("{app_what}: does not mount {volume_name}"));
-            let mut command = compose_strings(&app["entrypoint"], &app_what);
-            command.extend(compose_strings(&app["command"], &app_what));
-            Reader::new(
-                &app_what,
-                &command,
-                &target,
-                read_only,
-                Ids::docker(str_at(app, "/user")),
-            )
-        })
-        .collect::<Vec<_>>();
+    let readers = compose_readers(services, name, "service_healthy", &volume_name);
     assert!(
         !readers.is_empty(),
         "{what}: no app waits for its health check"
