@@ -153,17 +153,7 @@ impl Seeder {
 
     /// Attaches the staging label `stage` to `version` of `name`.
     pub fn label(&mut self, name: &str, stage: &str, version: &str) {
-        let client = self.client(REGION);
-        self.runtime
-            .block_on(
-                client
-                    .update_secret_version_stage()
-                    .secret_id(name)
-                    .version_stage(stage)
-                    .move_to_version_id(version)
-                    .send(),
-            )
-            .expect("update_secret_version_stage");
+        self.move_stage(name, stage, version, None);
     }
 
     /// Stores `value` as `name` in `region`: creates the secret, or adds a new current
@@ -183,18 +173,24 @@ impl Seeder {
     /// Moves `AWSCURRENT` of `name` from version `from` to version `to` (a rotation's
     /// last step).
     pub fn promote(&mut self, name: &str, to: &str, from: &str) {
+        self.move_stage(name, "AWSCURRENT", to, Some(from));
+    }
+
+    /// Puts the label `stage` on version `to` of `name`, taking it off `from` (Secrets
+    /// Manager requires that for `AWSCURRENT`, which only one version may carry).
+    fn move_stage(&mut self, name: &str, stage: &str, to: &str, from: Option<&str>) {
         let client = self.client(REGION);
         self.runtime
             .block_on(
                 client
                     .update_secret_version_stage()
                     .secret_id(name)
-                    .version_stage("AWSCURRENT")
+                    .version_stage(stage)
                     .move_to_version_id(to)
-                    .remove_from_version_id(from)
+                    .set_remove_from_version_id(from.map(str::to_owned))
                     .send(),
             )
-            .expect("update_secret_version_stage AWSCURRENT");
+            .unwrap_or_else(|e| panic!("update_secret_version_stage {stage}: {e}"));
     }
 
     /// Deletes `name` at once, without the recovery window.
