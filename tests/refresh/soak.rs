@@ -70,7 +70,7 @@ fn soak_thousands_of_cycles_with_flat_memory_and_descriptors() {
     };
     until(CYCLES / 5.0);
     let (rss_early, fds_early) = (running.rss_kib(), running.fds());
-    let scraped = until(CYCLES);
+    let done = until(CYCLES);
     let (rss_late, fds_late) = (running.rss_kib(), running.fds());
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     rotator.join().unwrap();
@@ -94,7 +94,7 @@ fn soak_thousands_of_cycles_with_flat_memory_and_descriptors() {
     assert!(
         rss_late <= rss_early + 1024,
         "RSS grew from {rss_early} KiB to {rss_late} KiB over {} cycles",
-        cycles(&scraped) - CYCLES / 5.0
+        cycles(&done) - CYCLES / 5.0
     );
     assert!(
         fds_late <= fds_early + 2,
