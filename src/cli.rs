@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod refresh;
+
+pub use refresh::{OnRevoked, RefreshArgs};
+
 use crate::exit::HELP_TABLE;
 #[cfg(feature = "azure")]
 mod imds_proxy;
@@ -158,6 +162,9 @@ pub struct Cli {
     #[cfg(feature = "azure")]
     #[command(flatten)]
     pub azure: AzureArgs,
+
+    #[command(flatten)]
+    pub refresh: RefreshArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -289,7 +296,7 @@ pub fn unknown_env_vars(environment: impl IntoIterator<Item = String>) -> Vec<St
     unknown
 }
 
-/// A duration written as `60`, `60s`, `1500ms` or `2m`.
+/// A duration written as `60`, `60s`, `1500ms`, `2m` or `1h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(pub Duration);
 
@@ -303,12 +310,14 @@ impl FromStr for Seconds {
             (n, 1_000)
         } else if let Some(n) = text.strip_suffix('m') {
             (n, 60_000)
+        } else if let Some(n) = text.strip_suffix('h') {
+            (n, 3_600_000)
         } else {
             (text, 1_000)
         };
         let value: u64 = number
             .parse()
-            .map_err(|_| format!("'{text}' is not a duration like 60s, 1500ms or 2m"))?;
+            .map_err(|_| format!("'{text}' is not a duration like 60s, 1500ms, 2m or 1h"))?;
         let millis = value
             .checked_mul(scale_ms)
             .filter(|ms| *ms > 0)
@@ -346,7 +355,7 @@ mod tests {
                 "--{id} help lacks an example"
             );
             // A probe flag in the environment would make the sidecar itself a probe.
-            if id.ends_with("_probe") {
+            if id.ends_with("_probe") || id == "probe" {
                 assert!(arg.get_env().is_none());
                 continue;
             }
@@ -379,6 +388,10 @@ mod tests {
     fn durations() {
         assert_eq!("60".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
         assert_eq!("2m".parse::<Seconds>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "1h".parse::<Seconds>().unwrap().0,
+            Duration::from_secs(3600)
+        );
         assert_eq!(
             "1500ms".parse::<Seconds>().unwrap().0,
             Duration::from_millis(1500)

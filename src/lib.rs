@@ -12,6 +12,7 @@ compile_error!("secret-sidecar needs at least one provider feature: aws, azure o
 #[cfg(feature = "azure")]
 pub mod imds_proxy;
 pub mod init;
+pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod token;
 
@@ -38,10 +39,12 @@ pub mod providers;
 pub mod identity;
 
 // Foundation: no module here uses one above.
+pub mod calls;
 pub mod env;
 pub mod exit;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod paths;
 pub mod publish;
 pub mod retry;

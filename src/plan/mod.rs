@@ -136,6 +136,11 @@ impl Plan {
                 .map(|a| (a.file.as_str(), "an aggregate file")),
         );
         check_collisions(&outputs)?;
+        if cli.refresh.refresh.is_none() && cli.refresh.refresh_options_given() {
+            bail!(
+                "--max-stale, --on-revoked, --metrics-addr and --notify-* work with --refresh only"
+            );
+        }
         if cli.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }

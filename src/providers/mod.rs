@@ -64,6 +64,27 @@ pub trait Provider: Sized {
 
     /// Fetches one secret. Errors carry a [`Failure`] tag.
     async fn fetch(&self, target: &Self::Target) -> Result<Fetched>;
+
+    /// Reads one secret again, for refresh mode, knowing the version read last time
+    /// (`None` if it was not read). `Ok(None)` means the store need not be asked: the target
+    /// still names that version. The default fetches, which is right for a store that
+    /// cannot say more cheaply whether a secret changed; a provider overrides it where it
+    /// can (a pinned version's value never changes). Batched reads come from
+    /// [`Provider::prefetch`] as for a first read.
+    async fn refetch(
+        &self,
+        target: &Self::Target,
+        last_version: Option<&str>,
+    ) -> Result<Option<Fetched>> {
+        let _ = last_version;
+        self.fetch(target).await.map(Some)
+    }
+
+    /// When the identity this connection resolved stops working, for a provider whose
+    /// clients do not renew it by themselves; a long-running mode reconnects before then.
+    fn renew_by(&self) -> Option<std::time::SystemTime> {
+        None
+    }
 }
 
 /// Everything the providers take from the command line, checked once by the plan.
@@ -213,6 +234,52 @@ impl Providers {
         }
         let _ = sorted;
         Ok(())
+    }
+
+    /// Reads `target` again for a refresh; see [`Provider::refetch`].
+    pub async fn fetch_again(
+        &self,
+        target: &Target,
+        last_version: Option<&str>,
+    ) -> Result<Option<Fetched>> {
+        match target {
+            #[cfg(feature = "aws")]
+            Target::Aws(target) => {
+                connected(&self.aws, "AWS")?
+                    .refetch(target, last_version)
+                    .await
+            }
+            #[cfg(feature = "azure")]
+            Target::Azure(target) => {
+                connected(&self.azure, "Azure")?
+                    .refetch(target, last_version)
+                    .await
+            }
+            #[cfg(feature = "gcp")]
+            Target::Gcp(target) => {
+                connected(&self.gcp, "GCP")?
+                    .refetch(target, last_version)
+                    .await
+            }
+        }
+    }
+
+    /// The earliest time a connected provider's identity must be renewed by reconnecting.
+    pub fn renew_by(&self) -> Option<std::time::SystemTime> {
+        let mut earliest: Option<std::time::SystemTime> = None;
+        let mut consider = |at: Option<std::time::SystemTime>| {
+            if let Some(at) = at {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        };
+        #[cfg(feature = "aws")]
+        consider(self.aws.as_ref().and_then(Provider::renew_by));
+        #[cfg(feature = "azure")]
+        consider(self.azure.as_ref().and_then(Provider::renew_by));
+        #[cfg(feature = "gcp")]
+        consider(self.gcp.as_ref().and_then(Provider::renew_by));
+        let _ = &mut consider;
+        earliest
     }
 
     pub async fn fetch(&self, target: &Target) -> Result<Fetched> {

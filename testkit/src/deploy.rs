@@ -503,6 +503,17 @@ pub fn run_sidecar(
     out: &Path,
     identity: &[(&str, String)],
 ) -> Run {
+    let mut command = sidecar_command(invocation, binary, out, identity);
+    Run::from(command.output().expect("the binary runs"))
+}
+
+/// The command [`run_sidecar`] runs, for a test that keeps it running (refresh mode).
+pub fn sidecar_command(
+    invocation: &Invocation,
+    binary: &Path,
+    out: &Path,
+    identity: &[(&str, String)],
+) -> Command {
     let (args, env) = invocation.redirected(out);
     let mut command = command_as(&invocation.user, binary);
     command.args(&args).env_clear().stdin(Stdio::null());
@@ -521,7 +532,7 @@ pub fn run_sidecar(
     for (name, value) in identity {
         command.env(name, value);
     }
-    Run::from(command.output().expect("the binary runs"))
+    command
 }
 
 /// Reads `path` (absolute, as the app sees it) from `volume` as the app's user would.

@@ -42,6 +42,7 @@ pub mod oauth2;
 pub mod pod_identity;
 pub mod process;
 pub mod projected;
+pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod secretsmanager;
 #[cfg(feature = "aws")]

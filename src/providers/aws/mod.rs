@@ -136,6 +136,10 @@ pub struct Aws {
     prefetched: RefCell<HashMap<String, Fetched>>,
     /// Batch calls in flight at once.
     concurrency: usize,
+    /// When the credentials resolved at connect time expire (static keys never do). The
+    /// clients hold those credentials as they are, so a long-running mode reconnects
+    /// before then.
+    expires: Option<std::time::SystemTime>,
 }
 
 impl Provider for Aws {
@@ -233,6 +237,7 @@ impl Provider for Aws {
             batch: config.args.aws_batch,
             prefetched: RefCell::default(),
             concurrency: config.concurrency,
+            expires: credentials.expiry(),
         })
     }
 
@@ -285,6 +290,7 @@ impl Provider for Aws {
             return Ok(fetched);
         }
         let region = self.client(target)?;
+        crate::calls::count("aws", "GetSecretValue");
         let request = region.get_secret_value().secret_id(&target.secret_id);
         let request = match &target.version {
             Version::Current => request,
@@ -296,6 +302,19 @@ impl Provider for Aws {
             value: value_of(output.secret_string, output.secret_binary)?,
             version: output.version_id,
         })
+    }
+
+    /// A version id names one value for good: read once, never again. Stages move, and are
+    /// read again (current versions in batches, like a first read).
+    async fn refetch(&self, target: &AwsTarget, last: Option<&str>) -> Result<Option<Fetched>> {
+        if matches!(target.version, Version::Id(_)) && last.is_some() {
+            return Ok(None);
+        }
+        self.fetch(target).await.map(Some)
+    }
+
+    fn renew_by(&self) -> Option<std::time::SystemTime> {
+        self.expires
     }
 }
 
@@ -314,6 +333,7 @@ impl Aws {
     /// that asked for them (a name or a full ARN).
     async fn batch_call(&self, client: &Client, ids: &[&str]) -> Result<Vec<(String, Fetched)>> {
         let started = std::time::Instant::now();
+        crate::calls::count("aws", "BatchGetSecretValue");
         let output = client
             .batch_get_secret_value()
             .set_secret_id_list(Some(ids.iter().map(|id| id.to_string()).collect()))
