@@ -12,6 +12,8 @@ compile_error!("secret-sidecar needs at least one provider feature: aws, azure o
 pub mod init;
 #[cfg(feature = "aws")]
 pub mod token;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 // The pipeline the modes share: fetch a plan's secrets, render them into files.
 pub mod fetch;

@@ -50,8 +50,11 @@ fn main() -> ExitCode {
                 None => init::run(&cli).await,
                 #[cfg(feature = "aws")]
                 Some(cli::Command::Token(args)) => secret_sidecar::token::run(args, &cli).await,
-                // Without AWS there is no subcommand (token mode exchanges with AWS STS).
-                #[cfg(not(feature = "aws"))]
+                #[cfg(feature = "webhook")]
+                Some(cli::Command::Webhook(args)) => secret_sidecar::webhook::run(args).await,
+                // Without AWS and the webhook there is no subcommand (token mode exchanges
+                // with AWS STS).
+                #[cfg(not(any(feature = "aws", feature = "webhook")))]
                 Some(command) => match *command {},
             }
         });
