@@ -14,9 +14,13 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cli::Seconds;
 use crate::config::ConfigFile;
-use crate::paths::{parse_mode, parse_owner, validate_file};
+use crate::paths::{Owner, parse_mode, parse_owner, validate_file};
 use crate::plan::Plan;
 use crate::reference::SecretRef;
+
+/// The user the injected containers run as unless `owner` says otherwise: the image's
+/// (distroless `nonroot`).
+pub const USER: i64 = 65532;
 
 /// Every annotation of the contract starts with this.
 pub const PREFIX: &str = "secret-sidecar.io/";
@@ -41,7 +45,6 @@ pub const OAUTH2_DEFAULT_KEY: &str = "client-secret";
 /// annotation's name is the flag's.
 const FLAGS: &[&str] = &[
     "mode",
-    "owner",
     "timeout",
     "aws-token-source",
     "aws-token-audience",
@@ -57,6 +60,7 @@ const OTHERS: &[&str] = &[
     "config",
     "mount-path",
     "containers",
+    "owner",
     "init-first",
     "aws-region",
     "aws-role-arn",
@@ -98,6 +102,8 @@ pub struct Asked {
     pub containers: Option<Vec<String>>,
     /// Whether the init container goes before the pod's own init containers.
     pub init_first: bool,
+    /// The user (and group) the init container runs as, so that the files are theirs.
+    pub owner: Option<Owner>,
     /// `annotation → value` of the [`FLAGS`] annotations given.
     pub flags: BTreeMap<&'static str, String>,
     pub aws_region: Option<String>,
@@ -182,6 +188,13 @@ impl Asked {
                     }
                 }
                 self.containers = Some(names);
+            }
+            "owner" => {
+                let owner = parse_owner(value)?;
+                if owner.uid == 0 {
+                    bail!("would run the injected container as root; name another user");
+                }
+                self.owner = Some(owner);
             }
             "init-first" => self.init_first = boolean(value)?,
             "aws-token-sidecar" => self.aws_token_sidecar = boolean(value)?,
@@ -323,8 +336,26 @@ impl Asked {
                 None => None,
             };
             let place = format!("annotation {PREFIX}config");
-            Plan::with_config(&cli, config.map(|c| (place.as_str(), c)))
+            let plan = Plan::with_config(&cli, config.map(|c| (place.as_str(), c)))
                 .map_err(|err| self.denied_by_binary(&format!("{err:#}")))?;
+            // The injected container drops every capability: it cannot chown to another
+            // user, so a file is owned by the user it runs as (the owner annotation).
+            let user = self.owner.map_or(USER as u32, |o| o.uid);
+            let owners = plan
+                .items
+                .iter()
+                .map(|i| (i.owner, i.file.as_str()))
+                .chain(plan.aggregates.iter().map(|a| (a.owner, a.file.as_str())));
+            for (owner, file) in owners {
+                if let Some(owner) = owner.filter(|o| o.uid != user) {
+                    return Err(Denied(format!(
+                        "the file {file} is to be owned by uid {}, but the injected container \
+                         runs as uid {user} without the capability to give files away; set \
+                         {PREFIX}owner instead (the container then runs as that user)",
+                        owner.uid
+                    )));
+                }
+            }
         }
         if self.aws_token_sidecar {
             crate::cli::parse_without_env(program.chain(self.token_args(token_out)))
@@ -373,7 +404,6 @@ fn check_flag(flag: &str, value: &str) -> Result<()> {
     }
     match flag {
         "mode" => drop(parse_mode(value)?),
-        "owner" => drop(parse_owner(value)?),
         "timeout" => drop(value.parse::<Seconds>().map_err(|e| anyhow!(e))?),
         #[cfg(feature = "aws")]
         "aws-token-source" => {

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::contract::{
     Asked, CONFIG_DIR, CONFIG_FILE, Denied, OAUTH2_DIR, OAUTH2_FILE, PREFIX, STATUS,
-    STATUS_INJECTED,
+    STATUS_INJECTED, USER,
 };
 use super::identity::{self, Irsa};
 use super::patch::{Edits, List, containers};
@@ -30,8 +30,6 @@ pub const TOKEN_VOLUME: &str = "secret-sidecar-aws-token";
 /// Where the token sidecar publishes the app's web-identity token.
 pub const TOKEN_DIR: &str = "/var/run/secret-sidecar/aws-token";
 pub const TOKEN_PATH: &str = "/var/run/secret-sidecar/aws-token/token";
-/// The image's user and group (distroless `nonroot`).
-pub const USER: i64 = 65532;
 /// Where the image keeps the binary, for the token sidecar's exec probe (no shell there).
 const BINARY: &str = "/usr/local/bin/secret-sidecar";
 
@@ -57,11 +55,13 @@ pub fn inject(
         .ok_or_else(|| Denied("the pod has no spec".to_owned()))?;
     check_free_names(pod)?;
     let targets = targets(pod, asked)?;
-    let group = spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.fs_group)
-        .unwrap_or(USER);
+    // The files take the writer's group: the pod's fsGroup, so its containers can read them.
+    let fs_group = spec.security_context.as_ref().and_then(|s| s.fs_group);
+    let group = fs_group.unwrap_or(USER);
+    let owner = asked.owner.map(|o| {
+        let gid = o.gid.map_or(group, i64::from);
+        (i64::from(o.uid), gid)
+    });
     let mut edits = Edits::default();
     let mut ours = Vec::new();
 
@@ -81,7 +81,15 @@ pub fn inject(
         if let Some(region) = &asked.aws_region {
             env.push(literal("AWS_REGION", region));
         }
-        let mut init = container(INIT_NAME, settings, group, asked.init_args(), env, mounts);
+        let (user, group) = owner.unwrap_or((USER, group));
+        let mut init = container(
+            INIT_NAME,
+            settings,
+            (user, group),
+            asked.init_args(),
+            env,
+            mounts,
+        );
         // The init container is added after any platform webhook that ran before this one:
         // give it the identity that webhook gave the pod's other containers.
         identity::inherit(pod, &mut init);
@@ -106,7 +114,7 @@ pub fn inject(
         }
         let env = vec![literal("SECRET_SIDECAR_LOG_FORMAT", "json")];
         let args = asked.token_args(TOKEN_PATH);
-        let mut sidecar = container(TOKEN_NAME, settings, group, args, env, mounts);
+        let mut sidecar = container(TOKEN_NAME, settings, (USER, group), args, env, mounts);
         // A native sidecar: started before the app, kept running beside it; the app starts
         // once the first token is there.
         sidecar.restart_policy = Some("Always".to_owned());
@@ -255,6 +263,10 @@ fn warnings(pod: &Pod, asked: &Asked, targets: &[(List, usize)]) -> Vec<String> 
     if !asked.publishes() || pod_security.is_some_and(|s| s.fs_group.is_some()) {
         return Vec::new();
     }
+    // Without an fsGroup the files belong to the init container's user and group.
+    let (file_uid, file_gid) = asked.owner.map_or((USER, USER), |o| {
+        (i64::from(o.uid), o.gid.map_or(USER, i64::from))
+    });
     let mut unable = Vec::new();
     for (list, index, container) in containers(pod) {
         if !targets.contains(&(list, index)) {
@@ -270,9 +282,9 @@ fn warnings(pod: &Pod, asked: &Asked, targets: &[(List, usize)]) -> Vec<String> 
         let groups = pod_security.and_then(|s| s.supplemental_groups.as_ref());
         let reads = uid == Some(0)
             || uid.is_none() && own.and_then(|s| s.run_as_non_root) != Some(true)
-            || uid == Some(USER)
-            || gid == Some(USER)
-            || groups.is_some_and(|g| g.contains(&USER));
+            || uid == Some(file_uid)
+            || gid == Some(file_gid)
+            || groups.is_some_and(|g| g.contains(&file_gid));
         if !reads {
             unable.push(container.name.clone());
         }
@@ -282,7 +294,7 @@ fn warnings(pod: &Pod, asked: &Asked, targets: &[(List, usize)]) -> Vec<String> 
     }
     vec![format!(
         "secret-sidecar: the pod sets no securityContext.fsGroup, so {} may not read the secret \
-         files (group {USER}, mode {}); set fsGroup",
+         files (owner {file_uid}:{file_gid}, mode {}); set fsGroup",
         unable.join(", "),
         asked.flags.get("mode").map_or("0440", String::as_str)
     )]
@@ -291,7 +303,7 @@ fn warnings(pod: &Pod, asked: &Asked, targets: &[(List, usize)]) -> Vec<String> 
 fn container(
     name: &str,
     settings: &Settings,
-    group: i64,
+    (user, group): (i64, i64),
     args: Vec<String>,
     env: Vec<EnvVar>,
     mounts: Vec<VolumeMount>,
@@ -314,7 +326,7 @@ fn container(
         }),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(USER),
+            run_as_user: Some(user),
             run_as_group: Some(group),
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),

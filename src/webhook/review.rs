@@ -77,8 +77,19 @@ pub async fn review(
         pod: request.name.clone(),
     };
     let response = AdmissionResponse::from(&request);
-    let (response, outcome) = decide(request, response, settings, accounts, &mut subject).await;
-    let answer = serde_json::to_vec(&response.into_review())
+    let (mut response, outcome) = decide(request, response, settings, accounts, &mut subject).await;
+    // The API takes `patch` ([]byte in Go) as base64 in JSON; kube-rs's type serializes its
+    // bytes as an array of numbers (kube-rs issue 1781), which only Go's lenient decoder
+    // reads. It is written here as the API documents it.
+    let patch = response.patch.take();
+    let mut answer = serde_json::to_value(response.into_review())
+        .map_err(|_| BadRequest("the answer could not be serialized".to_owned()))?;
+    if let Some(patch) = patch {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+        answer["response"]["patch"] = serde_json::Value::String(encoded);
+    }
+    let answer = serde_json::to_vec(&answer)
         .map_err(|_| BadRequest("the answer could not be serialized".to_owned()))?;
     Ok((answer, outcome, subject))
 }

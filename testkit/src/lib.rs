@@ -21,6 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod apiserver;
 #[cfg(feature = "azure")]
 pub mod azure;
 #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
@@ -33,12 +34,16 @@ pub mod faults;
 pub mod gcp;
 pub mod http;
 #[cfg(feature = "aws")]
+pub mod kubelet;
+#[cfg(feature = "aws")]
 pub mod localstack;
 #[cfg(feature = "aws")]
 pub mod oauth2;
 #[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;
+#[cfg(feature = "aws")]
+pub mod webhook;
 
 /// The binary under test as a [`Sidecar`], with a clean environment aimed at LocalStack.
 #[macro_export]
