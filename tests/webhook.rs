@@ -20,17 +20,15 @@
 //! oversized requests, other kinds, certificate rotation, SIGTERM, leaks).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use serde_json::{Value, json};
 use testkit::apiserver::pod_of;
-use testkit::deploy::{binary_for, run_sidecar};
 use testkit::kubelet::{Cluster, KubeletPod};
 use testkit::localstack::Seeder;
 use testkit::webhook::{
-    IMAGE, Webhook, apply, kubectl_create, kubectl_patch, patch_of, review, validate,
+    IMAGE, Injected, Webhook, apply, kubectl_create, kubectl_patch, patch_of, review,
 };
-use testkit::{Run, Scratch, unique};
+use testkit::{Run, unique};
 
 #[cfg(feature = "azure")]
 #[path = "webhook/azure.rs"]
@@ -61,38 +59,9 @@ fn annotated(object: &Value, annotations: &[(&str, &str)]) -> Value {
     kubectl_patch(object, &patch)
 }
 
-/// A pod through the webhook: the answer, and the pod patched and validated.
-struct Admitted {
-    answer: Value,
-    pod: Value,
-}
-
-/// Sends the pod of `object` and checks what comes back: allowed, a patch that
-/// `jsonpatch` applies, a result `kubernetes-validate --strict` accepts, and nothing more
-/// on a second pass.
-fn admit(webhook: &Webhook, object: &Value) -> Admitted {
-    admit_pod(webhook, &pod_of(object, NAMESPACE))
-}
-
-fn admit_pod(webhook: &Webhook, original: &Value) -> Admitted {
-    let answer = webhook.admit(&review(original, NAMESPACE));
-    let response = &answer["response"];
-    assert_eq!(response["allowed"], true, "denied: {}", response["status"]);
-    let patch = patch_of(&answer).unwrap_or_else(|| {
-        panic!(
-            "no patch in {answer}\n--- webhook ---\n{}",
-            webhook.stderr()
-        )
-    });
-    let pod = apply(original, &patch);
-    validate(&[&pod]);
-    let again = webhook.admit(&review(&pod, NAMESPACE));
-    assert_eq!(again["response"]["allowed"], true, "{}", again["response"]);
-    assert!(
-        patch_of(&again).is_none(),
-        "the injected pod was patched again: {again}"
-    );
-    Admitted { answer, pod }
+/// Sends the pod of `object` through the webhook ([`Webhook::inject`]).
+fn admit(webhook: &Webhook, object: &Value) -> Injected {
+    webhook.inject(&pod_of(object, NAMESPACE), NAMESPACE)
 }
 
 /// The denial message for the pod of `object`.
@@ -108,13 +77,7 @@ fn denial(webhook: &Webhook, object: &Value) -> String {
 /// Runs the injected init container as the kubelet would, with `identity` (what the
 /// platform gives it) added; AWS requests go to LocalStack.
 fn run_init(kubelet: &KubeletPod, identity: &[(&str, String)]) -> Run {
-    let invocation = kubelet.invocation("secret-sidecar");
-    let out = invocation
-        .option("output-dir")
-        .expect("the init container names its output directory");
-    let bin_dir = Scratch::tmpfs("webhook-bin");
-    let binary = binary_for(testkit::binary!(), &bin_dir);
-    run_sidecar(&invocation, &binary, Path::new(&out), identity)
+    kubelet.run("secret-sidecar", testkit::binary!(), identity)
 }
 
 /// LocalStack's static keys: the identity a cluster node could give (none is injected).
@@ -206,7 +169,7 @@ fn an_annotated_deployment_from_kubectl_gets_its_secrets() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let webhook = webhook();
-    let Admitted { answer, pod } = admit(&webhook, &annotated(&deployment, &pairs));
+    let Injected { answer, pod } = admit(&webhook, &annotated(&deployment, &pairs));
     assert!(answer["response"]["warnings"].is_null(), "{answer}");
 
     // What was injected: the pinned image, the overlays' hardening, requests = limits, a
@@ -310,7 +273,7 @@ fn every_annotation_that_shapes_the_files() {
         ],
     );
     let webhook = webhook();
-    let Admitted { pod, .. } = admit(&webhook, &object);
+    let Injected { pod, .. } = admit(&webhook, &object);
     assert_eq!(names(&pod, "initContainers"), ["migrate", "secret-sidecar"]);
     let init = container(&pod, "secret-sidecar");
     assert_eq!(init["securityContext"]["runAsUser"], 10001);
@@ -448,7 +411,7 @@ fn bad_annotations_are_denied_with_the_annotation_named() {
 fn idempotent_and_opt_in_only() {
     let deployment = kubectl_create(&["deployment", "again", "--image=busybox:1.37.0"]);
     let webhook = webhook();
-    let Admitted { pod, .. } = admit(
+    let Injected { pod, .. } = admit(
         &webhook,
         &annotated(&deployment, &[("secret-db", "aws://prod/db")]),
     );
@@ -499,7 +462,7 @@ fn a_pod_whose_app_cannot_read_the_files_is_warned() {
         &json!({"spec": {"template": {"spec": {"securityContext": {"runAsUser": 10001, "runAsNonRoot": true}}}}}),
     );
     let webhook = webhook();
-    let Admitted { answer, .. } = admit(
+    let Injected { answer, .. } = admit(
         &webhook,
         &annotated(&deployment, &[("secret-db", "aws://prod/db")]),
     );

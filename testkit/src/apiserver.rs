@@ -6,8 +6,21 @@
 //! ServiceAccount admission plugin's token volume, mounted into every container. The
 //! webhook must patch such a pod (volumes and mounts already there, `env` arrays present
 //! or not) as well as a bare one.
+//!
+//! [`ApiServer`] stands in for the one endpoint the webhook calls, the ServiceAccount
+//! read, over TLS from the test CA with a bearer token, as kube-rs's client reaches it
+//! through a kubeconfig.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use super::Scratch;
+use super::http::Response;
+use super::tls::HttpsServer;
 
 /// The pod created from `object` (a Pod, or a workload with a pod template) in
 /// `namespace`, defaulted and admitted by the ServiceAccount plugin.
@@ -150,4 +163,105 @@ fn service_account_admission(pod: &mut Value) {
             }
         }
     }
+}
+
+/// A stand-in for the API server's ServiceAccount endpoint, and a kubeconfig pointing at
+/// it with a bearer token.
+/// The API server's ServiceAccount endpoint, and a kubeconfig that reaches it.
+pub struct ApiServer {
+    pub kubeconfig: PathBuf,
+    server: HttpsServer,
+    accounts: Arc<Mutex<BTreeMap<String, Value>>>,
+    _dir: Scratch,
+}
+
+const API_TOKEN: &str = "webhook-service-account-token";
+
+impl ApiServer {
+    /// Answers `GET /api/v1/namespaces/NS/serviceaccounts/NAME` after `delay`.
+    pub fn start(delay: Duration) -> ApiServer {
+        let accounts: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+        let known = Arc::clone(&accounts);
+        let server = HttpsServer::with_handler(move |request| {
+            std::thread::sleep(delay);
+            let path = request.target().to_owned();
+            let authorized =
+                request.header("authorization") == Some(&format!("Bearer {API_TOKEN}"));
+            let found = known.lock().unwrap().get(&path).cloned();
+            match (request.method(), authorized, found) {
+                (_, false, _) => status(401, "Unauthorized", "Unauthorized"),
+                ("GET", true, Some(account)) => json_response(200, account.to_string()),
+                _ => {
+                    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+                    status(
+                        404,
+                        "NotFound",
+                        &format!("serviceaccounts \"{name}\" not found"),
+                    )
+                }
+            }
+        });
+        let dir = Scratch::tmpfs("kubeconfig");
+        let kubeconfig = dir.path.join("config");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: webhook\n  user:\n    token: {API_TOKEN}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: webhook\ncurrent-context: test\n",
+                server.url,
+                super::tls::ca().pem_file.display()
+            ),
+        )
+        .unwrap();
+        ApiServer {
+            kubeconfig,
+            server,
+            accounts,
+            _dir: dir,
+        }
+    }
+
+    /// Stores the ServiceAccount `namespace/name` with `annotations`.
+    pub fn account(&self, namespace: &str, name: &str, annotations: Value) {
+        let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}");
+        let account = json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": namespace, "uid": "9b2c5d1e-0f3a-4b6c-8d7e-1a2b3c4d5e6f", "annotations": annotations}
+        });
+        self.accounts.lock().unwrap().insert(path, account);
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> usize {
+        self.server.requests().len()
+    }
+
+    /// The paths asked for, in order.
+    pub fn targets(&self) -> Vec<String> {
+        self.server
+            .requests()
+            .iter()
+            .map(|r| r.target().to_owned())
+            .collect()
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        self.server.url.clone()
+    }
+}
+
+fn json_response(status: u16, body: String) -> Response {
+    Response {
+        status,
+        headers: vec![("content-type", "application/json".to_owned())],
+        body,
+        fault: Default::default(),
+    }
+}
+
+/// A `Status` object, as the API server answers errors.
+fn status(code: u16, reason: &str, message: &str) -> Response {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code});
+    json_response(code, body.to_string())
 }

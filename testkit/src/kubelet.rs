@@ -16,8 +16,10 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
-use super::Scratch;
-use super::deploy::{Ids, Invocation, Volume, VolumeDir, command_as, is_root};
+use super::deploy::{
+    Ids, Invocation, Volume, VolumeDir, binary_for, command_as, is_root, run_sidecar,
+};
+use super::{Run, Scratch};
 
 /// Issues the ServiceAccount token the kubelet projects for an audience (`None`: the API
 /// server's own).
@@ -175,6 +177,19 @@ impl KubeletPod {
         }
     }
 
+    /// Runs the secret-sidecar container `name` (the binary under test for its image) as
+    /// [`KubeletPod::invocation`] says, with `identity` (what the platform gives it, or
+    /// points elsewhere) added; AWS requests go to LocalStack.
+    pub fn run(&self, name: &str, binary: &Path, identity: &[(&str, String)]) -> Run {
+        let invocation = self.invocation(name);
+        let out = invocation
+            .option("output-dir")
+            .unwrap_or_else(|| panic!("{name} names no output directory"));
+        let bin_dir = Scratch::tmpfs("kubelet-bin");
+        let binary = binary_for(binary, &bin_dir);
+        run_sidecar(&invocation, &binary, Path::new(&out), identity)
+    }
+
     /// Reads `path` as container `name` sees it, as its user.
     pub fn read_as(&self, name: &str, path: &str) -> Result<Vec<u8>, String> {
         let container = self.container(name);
@@ -237,13 +252,31 @@ fn project(pod: &Value, volume: &Value, dir: &Path, cluster: &Cluster, fs_group:
     } else if let Some(secret) = volume.get("secret") {
         let name = secret["secretName"].as_str().unwrap();
         let mode = mode_of(secret, 0o644);
-        for item in secret["items"].as_array().into_iter().flatten() {
-            let key = item["key"].as_str().unwrap().to_owned();
+        let keys: Vec<(String, String)> = match secret["items"].as_array() {
+            Some(items) => items
+                .iter()
+                .map(|i| {
+                    (
+                        i["key"].as_str().unwrap().to_owned(),
+                        i["path"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect(),
+            // Without items, every key of the Secret, each as a file of its name.
+            None => cluster
+                .secrets
+                .keys()
+                .filter(|(secret, _)| secret == name)
+                .map(|(_, key)| (key.clone(), key.clone()))
+                .collect(),
+        };
+        assert!(!keys.is_empty(), "the cluster has no Secret {name}");
+        for (key, path) in keys {
             let content = cluster
                 .secrets
                 .get(&(name.to_owned(), key.clone()))
                 .unwrap_or_else(|| panic!("the cluster has no Secret {name} key {key}"));
-            write(item["path"].as_str().unwrap(), content, mode, fs_group);
+            write(&path, content, mode, fs_group);
         }
     } else if let Some(projected) = volume.get("projected") {
         for source in projected["sources"].as_array().into_iter().flatten() {

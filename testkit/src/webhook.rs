@@ -54,8 +54,8 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// `secret-sidecar webhook` with `args` after the TLS flags and `--image`, logging at
-    /// trace level; returns once it serves.
+    /// `secret-sidecar webhook` on loopback with a pair from the test CA and
+    /// [`IMAGE`], `args` added, logging at trace level; returns once it serves.
     pub fn start(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Webhook {
         let dir = Scratch::tmpfs("webhook");
         let cert_file = dir.path.join("tls.crt");
@@ -63,18 +63,38 @@ impl Webhook {
         let (cert, key) = ca_signed_pem("webhook first");
         fs::write(&cert_file, cert).unwrap();
         fs::write(&key_file, key).unwrap();
+        let mut all = vec![
+            "webhook".to_owned(),
+            "--listen=127.0.0.1:0".to_owned(),
+            format!("--tls-cert-file={}", cert_file.display()),
+            format!("--tls-key-file={}", key_file.display()),
+            format!("--image={IMAGE}"),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Webhook::launch(binary, &all, &env, &cert_file, &key_file, dir)
+    }
+
+    /// The binary with exactly `args` and `env` (a manifest's, its listen address made
+    /// loopback port 0), serving `cert_file` and `key_file`; `dir` is kept for scratch.
+    pub fn launch(
+        binary: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        cert_file: &Path,
+        key_file: &Path,
+        dir: Scratch,
+    ) -> Webhook {
         let mut command = Command::new(binary);
         command
-            .arg("webhook")
-            .arg("--listen=127.0.0.1:0")
-            .arg(format!("--tls-cert-file={}", cert_file.display()))
-            .arg(format!("--tls-key-file={}", key_file.display()))
-            .arg(format!("--image={IMAGE}"))
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "trace")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -91,13 +111,16 @@ impl Webhook {
         let started = Instant::now();
         let port = loop {
             let text = stderr.lock().unwrap().clone();
-            if let Some(port) = text
+            let address = text
                 .lines()
                 .filter(|l| l.contains("admission webhook serving"))
-                .find_map(|l| l.split("address=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|addr| addr.rsplit(':').next()?.parse().ok())
-            {
+                .find_map(|l| {
+                    // Text: address=127.0.0.1:PORT; JSON: "address":"127.0.0.1:PORT".
+                    let rest = l.split("address").nth(1)?;
+                    let rest = rest.trim_start_matches(['=', '"', ':']);
+                    rest.split(['"', ' ']).next().map(str::to_owned)
+                });
+            if let Some(port) = address.and_then(|a| a.rsplit(':').next()?.parse().ok()) {
                 break port;
             }
             if let Ok(Some(status)) = child.try_wait() {
@@ -111,8 +134,8 @@ impl Webhook {
         };
         Webhook {
             port,
-            cert_file,
-            key_file,
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
             child,
             stderr,
             dir,
@@ -171,6 +194,26 @@ impl Webhook {
         answer
     }
 
+    /// The pod `original` (as the API server sends it) through the webhook: allowed, with
+    /// a patch that Python's `jsonpatch` applies and whose result `kubernetes-validate
+    /// --strict` accepts, and that a second pass (reinvocation) leaves as it is.
+    pub fn inject(&self, original: &Value, namespace: &str) -> Injected {
+        let answer = self.admit(&review(original, namespace));
+        let response = &answer["response"];
+        assert_eq!(response["allowed"], true, "denied: {}", response["status"]);
+        let patch = patch_of(&answer)
+            .unwrap_or_else(|| panic!("no patch in {answer}\n--- webhook ---\n{}", self.stderr()));
+        let pod = apply(original, &patch);
+        validate(&[&pod]);
+        let again = self.admit(&review(&pod, namespace));
+        assert_eq!(again["response"]["allowed"], true, "{}", again["response"]);
+        assert!(
+            patch_of(&again).is_none(),
+            "the injected pod was patched again: {again}"
+        );
+        Injected { answer, pod }
+    }
+
     /// The common name of the certificate the webhook presents now (a new connection).
     pub fn certificate_name(&self) -> String {
         let output = curl(&self.url("/healthz")).arg("-v").output().unwrap();
@@ -212,6 +255,12 @@ impl Drop for Webhook {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A pod through the webhook: the answer, and the pod patched and validated.
+pub struct Injected {
+    pub answer: Value,
+    pub pod: Value,
 }
 
 /// curl trusting only the test CA, printing the status code.

@@ -11,119 +11,27 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use testkit::apiserver::ApiServer;
 use testkit::deploy::{binary_for, command_as, strings};
-use testkit::http::Response;
 use testkit::kubelet::{Cluster, KubeletPod};
 use testkit::localstack::Seeder;
-use testkit::tls::HttpsServer;
 use testkit::webhook::{Webhook, kubectl_create, kubectl_patch};
 use testkit::{Run, Scratch, fake_jwt, jwt_subject, unique};
 
-use super::{Admitted, NAMESPACE, admit, annotated, container, denial, reads, run_init};
+use testkit::webhook::Injected;
 
-/// A stand-in for the API server's ServiceAccount endpoint, and a kubeconfig pointing at
-/// it with a bearer token.
-pub struct ApiServer {
-    pub kubeconfig: std::path::PathBuf,
-    server: HttpsServer,
-    accounts: Arc<Mutex<BTreeMap<String, Value>>>,
-    _dir: Scratch,
-}
+use super::{NAMESPACE, admit, annotated, container, denial, reads, run_init};
 
-const API_TOKEN: &str = "webhook-service-account-token";
-
-impl ApiServer {
-    /// Answers `GET /api/v1/namespaces/NS/serviceaccounts/NAME` after `delay`.
-    pub fn start(delay: Duration) -> ApiServer {
-        let accounts: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
-        let known = Arc::clone(&accounts);
-        let server = HttpsServer::with_handler(move |request| {
-            std::thread::sleep(delay);
-            let path = request.target().to_owned();
-            let authorized =
-                request.header("authorization") == Some(&format!("Bearer {API_TOKEN}"));
-            let found = known.lock().unwrap().get(&path).cloned();
-            match (request.method(), authorized, found) {
-                (_, false, _) => status(401, "Unauthorized", "Unauthorized"),
-                ("GET", true, Some(account)) => json_response(200, account.to_string()),
-                _ => {
-                    let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-                    status(
-                        404,
-                        "NotFound",
-                        &format!("serviceaccounts \"{name}\" not found"),
-                    )
-                }
-            }
-        });
-        let dir = Scratch::tmpfs("kubeconfig");
-        let kubeconfig = dir.path.join("config");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: webhook\n  user:\n    token: {API_TOKEN}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: webhook\ncurrent-context: test\n",
-                server.url,
-                testkit::tls::ca().pem_file.display()
-            ),
-        )
-        .unwrap();
-        ApiServer {
-            kubeconfig,
-            server,
-            accounts,
-            _dir: dir,
-        }
-    }
-
-    /// Stores the ServiceAccount `namespace/name` with `annotations`.
-    pub fn account(&self, namespace: &str, name: &str, annotations: Value) {
-        let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}");
-        let account = json!({
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": name, "namespace": namespace, "uid": "9b2c5d1e-0f3a-4b6c-8d7e-1a2b3c4d5e6f", "annotations": annotations}
-        });
-        self.accounts.lock().unwrap().insert(path, account);
-    }
-
-    pub fn requests(&self) -> usize {
-        self.server.requests().len()
-    }
-
-    fn targets(&self) -> Vec<String> {
-        self.server
-            .requests()
-            .iter()
-            .map(|r| r.target().to_owned())
-            .collect()
-    }
-
-    fn webhook(&self) -> Webhook {
-        Webhook::start(
-            testkit::binary!(),
-            &["--inject-irsa"],
-            &[("KUBECONFIG", self.kubeconfig.to_str().unwrap())],
-        )
-    }
-}
-
-fn json_response(status: u16, body: String) -> Response {
-    Response {
-        status,
-        headers: vec![("content-type", "application/json".to_owned())],
-        body,
-        fault: Default::default(),
-    }
-}
-
-/// A `Status` object, as the API server answers errors.
-fn status(code: u16, reason: &str, message: &str) -> Response {
-    let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code});
-    json_response(code, body.to_string())
+/// The webhook with `--inject-irsa`, reading ServiceAccounts from `api`.
+pub fn irsa_webhook(api: &ApiServer) -> Webhook {
+    Webhook::start(
+        testkit::binary!(),
+        &["--inject-irsa"],
+        &[("KUBECONFIG", api.kubeconfig.to_str().unwrap())],
+    )
 }
 
 /// Variable names of container `name`, and whether it mounts volume `volume` at `path`.
@@ -180,7 +88,7 @@ fn a_service_account_role_is_projected_into_every_container() {
         }),
     );
     api.account(NAMESPACE, "plain", json!({}));
-    let webhook = api.webhook();
+    let webhook = irsa_webhook(&api);
     let deployment = kubectl_create(&[
         "deployment",
         "shop",
@@ -202,7 +110,7 @@ fn a_service_account_role_is_projected_into_every_container() {
         &deployment,
         &[("secret-db", &secrets["db"].0), ("aws-region", "us-east-1")],
     );
-    let Admitted { pod, .. } = admit(&webhook, &object);
+    let Injected { pod, .. } = admit(&webhook, &object);
     assert_eq!(
         api.targets(),
         [format!(
@@ -262,7 +170,7 @@ fn a_service_account_role_is_projected_into_every_container() {
         &object,
         &json!({"spec": {"template": {"spec": {"serviceAccountName": "plain"}}}}),
     );
-    let Admitted { pod, .. } = admit(&webhook, &plain);
+    let Injected { pod, .. } = admit(&webhook, &plain);
     assert!(!pod.to_string().contains("aws-iam-token"));
     let missing = kubectl_patch(
         &object,
@@ -275,7 +183,7 @@ fn a_service_account_role_is_projected_into_every_container() {
     );
     let down = Scratch::tmpfs("kubeconfig-down");
     let config = std::fs::read_to_string(&api.kubeconfig).unwrap();
-    let closed = config.replace(&api.server.url, "https://127.0.0.1:1");
+    let closed = config.replace(&api.url(), "https://127.0.0.1:1");
     std::fs::write(down.path.join("config"), closed).unwrap();
     let unreachable = Webhook::start(
         testkit::binary!(),
@@ -310,7 +218,7 @@ fn gke_to_aws_from_annotations() {
         ],
     );
     let webhook = super::webhook();
-    let Admitted { pod, .. } = admit(&webhook, &object);
+    let Injected { pod, .. } = admit(&webhook, &object);
     let init = container(&pod, "secret-sidecar");
     assert!(strings(init.get("args")).contains(&"--aws-token-source=gcp-metadata".to_owned()));
 
@@ -379,7 +287,7 @@ fn an_external_idp_token_for_the_init_container_and_the_apps_sdk() {
         ],
     );
     let webhook = super::webhook();
-    let Admitted { pod, .. } = admit(&webhook, &object);
+    let Injected { pod, .. } = admit(&webhook, &object);
     let names: Vec<&str> = pod["spec"]["initContainers"]
         .as_array()
         .unwrap()
@@ -491,7 +399,7 @@ fn google_secret_manager_on_gke() {
         &deployment,
         &[("secret-db-password", "gcp://my-project/db#password")],
     );
-    let Admitted { pod, .. } = admit(&super::webhook(), &object);
+    let Injected { pod, .. } = admit(&super::webhook(), &object);
     let kubelet = KubeletPod::start(&pod, &Cluster::default());
     run_init(
         &kubelet,

@@ -10,8 +10,8 @@ use testkit::apiserver::pod_of;
 use testkit::webhook::{Webhook, kubectl_create, patch_of, review};
 use testkit::{SENTINEL, leak_forms};
 
-use super::identity::ApiServer;
 use super::{NAMESPACE, annotated, webhook};
+use testkit::apiserver::ApiServer;
 
 #[test]
 fn requests_that_are_not_a_pod_creation_to_inject() {
