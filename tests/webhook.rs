@@ -35,6 +35,8 @@ use testkit::{Run, unique};
 mod azure;
 #[path = "webhook/identity.rs"]
 mod identity;
+#[path = "webhook/manifests.rs"]
+mod manifests;
 #[path = "webhook/server.rs"]
 mod server;
 
