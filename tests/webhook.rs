@@ -17,7 +17,8 @@
 //!
 //! `webhook/identity.rs` runs each identity case, `webhook/azure.rs` the orders with the
 //! AKS workload identity webhook, `webhook/server.rs` the server itself (malformed and
-//! oversized requests, other kinds, certificate rotation, SIGTERM, leaks).
+//! oversized requests, other kinds, certificate rotation, SIGTERM, leaks);
+//! `webhook/manifests.rs` the manifests in `kubernetes-manifests/webhook/` as deployed.
 
 use std::collections::BTreeMap;
 
