@@ -166,8 +166,14 @@ struct TokenResponse {
 
 /// Reads a token endpoint's successful answer (RFC 6749 §5.1). Public for the fuzz target.
 pub fn parse_token(body: &[u8]) -> Result<WebToken> {
-    let parsed: TokenResponse = serde_json::from_slice(body)
-        .map_err(|_| anyhow!("the token response is not the JSON object RFC 6749 describes"))?;
+    let not_the_object = || anyhow!("the token response is not the JSON object RFC 6749 describes");
+    // A derived struct also reads a JSON array (`["token", 3600]`) field by field: only an
+    // object is the documented answer.
+    let first = body.iter().find(|b| !b" \t\n\r".contains(b));
+    if first != Some(&b'{') {
+        return Err(not_the_object());
+    }
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|_| not_the_object())?;
     let token = parsed
         .access_token
         .filter(|t| !t.is_empty())
@@ -246,6 +252,10 @@ mod tests {
         assert!(token.lifetime().unwrap() <= Duration::from_secs(60));
         assert!(parse_token(br#"{"token_type":"Bearer"}"#).is_err());
         assert!(parse_token(b"<html>").is_err());
+        assert!(
+            parse_token(br#"["abc", 60]"#).is_err(),
+            "an array is not the documented object"
+        );
     }
 
     #[test]

@@ -64,13 +64,21 @@ fn irsa(sts: &Sts, files: &Scratch, out: &Scratch) -> Sidecar {
         .configure(testkit::sidecar!())
         .assuming_role(sts.url(), "arn:aws:iam::000000000000:role/app")
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", token_file)
-        .args(["--secret", "db=aws://db", "--timeout", "3s", "--output-dir"])
+        .args([
+            "--secret",
+            "db=aws://db",
+            "--timeout",
+            "20s",
+            "--output-dir",
+        ])
         .arg(&out.path)
 }
 
 /// STS and a container credentials endpoint that stream without end: cut off at the 4 MiB
 /// cap as the answer streams in, so memory stays small, and the run fails as an identity
-/// failure (these endpoints had no cap: they were read until the deadline).
+/// failure (these endpoints had no cap: they were read until the deadline). The deadline is
+/// far off so that a loaded machine, reading aws-config's three 4 MiB attempts slowly, still
+/// ends on the cap; without the cap, memory grows until the deadline and fails the check.
 #[test]
 fn endless_credential_answers_are_cut_off_at_the_cap() {
     let files = Scratch::disk("endless-credentials");
@@ -93,7 +101,13 @@ fn endless_credential_answers_are_cut_off_at_the_cap() {
         .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", agent.full_uri())
         .env("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", &agent.token_file)
-        .args(["--secret", "db=aws://db", "--timeout", "3s", "--output-dir"])
+        .args([
+            "--secret",
+            "db=aws://db",
+            "--timeout",
+            "20s",
+            "--output-dir",
+        ])
         .arg(&out.path)
         .run_measuring_memory();
     let mib = peak >> 20;
