@@ -198,6 +198,107 @@ pub enum Command {
     /// NET_ADMIN) sends the pod's traffic to 169.254.169.254:80 here; --probe is the
     /// startup probe. See docs/azure.md.
     ImdsProxy(ImdsProxyArgs),
+
+    #[cfg(feature = "webhook")]
+    /// Serve the Kubernetes mutating admission webhook that injects secret-sidecar into
+    /// pods labelled secret-sidecar.io/inject: "true", from their secret-sidecar.io/*
+    /// annotations.
+    ///
+    /// Answers AdmissionReview v1 requests on POST /mutate over HTTPS (the certificate and
+    /// key files are re-read when they change), with /healthz and /readyz for probes. A pod
+    /// whose annotations the init container would refuse is denied with a message naming
+    /// the annotation. Stops on SIGTERM or SIGINT after the requests in flight.
+    Webhook(WebhookArgs),
+}
+
+/// The `webhook` subcommand's options; --log-format applies too.
+#[cfg(feature = "webhook")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// The address and port to serve HTTPS on.
+    ///
+    /// Example: --listen 0.0.0.0:8443
+    #[arg(
+        long = "listen",
+        value_name = "ADDR:PORT",
+        env = "SECRET_SIDECAR_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub webhook_listen: std::net::SocketAddr,
+
+    /// The server certificate (PEM, with its chain), re-read when it changes.
+    ///
+    /// Example: --tls-cert-file /etc/webhook/tls/tls.crt
+    #[arg(
+        long = "tls-cert-file",
+        value_name = "FILE",
+        env = "SECRET_SIDECAR_WEBHOOK_TLS_CERT_FILE"
+    )]
+    pub webhook_tls_cert_file: PathBuf,
+
+    /// The server certificate's private key (PEM), re-read when it changes.
+    ///
+    /// Example: --tls-key-file /etc/webhook/tls/tls.key
+    #[arg(
+        long = "tls-key-file",
+        value_name = "FILE",
+        env = "SECRET_SIDECAR_WEBHOOK_TLS_KEY_FILE"
+    )]
+    pub webhook_tls_key_file: PathBuf,
+
+    /// The secret-sidecar image the injected containers run, with a tag or (better) a
+    /// digest: pods cannot choose it.
+    ///
+    /// Example: --image registry.example.com/secret-sidecar:0.1.0@sha256:...
+    #[arg(
+        long = "image",
+        value_name = "IMAGE",
+        env = "SECRET_SIDECAR_WEBHOOK_IMAGE"
+    )]
+    pub webhook_image: String,
+
+    /// For clusters without the EKS pod identity webhook: when a pod's ServiceAccount is
+    /// annotated with eks.amazonaws.com/role-arn, add what that webhook adds (a projected
+    /// token with the STS audience, AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE in every
+    /// container, the injected one included). Reads ServiceAccounts from the API server
+    /// (in-cluster credentials or KUBECONFIG; RBAC: get serviceaccounts).
+    ///
+    /// Example: --inject-irsa
+    #[arg(long = "inject-irsa", env = "SECRET_SIDECAR_WEBHOOK_INJECT_IRSA")]
+    pub webhook_inject_irsa: bool,
+
+    /// CPU request and limit of the injected containers (requests equal limits).
+    ///
+    /// Example: --cpu 100m
+    #[arg(
+        long = "cpu",
+        value_name = "QUANTITY",
+        env = "SECRET_SIDECAR_WEBHOOK_CPU",
+        default_value = "100m"
+    )]
+    pub webhook_cpu: String,
+
+    /// Memory request and limit of the injected containers (requests equal limits).
+    ///
+    /// Example: --memory 64Mi
+    #[arg(
+        long = "memory",
+        value_name = "QUANTITY",
+        env = "SECRET_SIDECAR_WEBHOOK_MEMORY",
+        default_value = "64Mi"
+    )]
+    pub webhook_memory: String,
+
+    /// The sizeLimit of the in-memory volume the secrets are published into.
+    ///
+    /// Example: --volume-size 1Mi
+    #[arg(
+        long = "volume-size",
+        value_name = "QUANTITY",
+        env = "SECRET_SIDECAR_WEBHOOK_VOLUME_SIZE",
+        default_value = "1Mi"
+    )]
+    pub webhook_volume_size: String,
 }
 
 /// The `token` subcommand's options; the --oauth2-*, --ca-file, --timeout and
@@ -294,6 +395,22 @@ pub fn unknown_env_vars(environment: impl IntoIterator<Item = String>) -> Vec<St
         .collect();
     unknown.sort();
     unknown
+}
+
+/// Parses `argv` (the program name first) exactly as the binary parses its command line,
+/// but without reading any `SECRET_SIDECAR_*` variable: how the admission webhook checks
+/// the command line it gives an injected container, whatever its own environment holds.
+pub fn parse_without_env<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let no_env = |arg: clap::Arg| arg.env(None);
+    let command = Cli::command()
+        .mut_args(no_env)
+        .mut_subcommands(|sub| sub.mut_args(no_env));
+    Cli::from_arg_matches(&command.try_get_matches_from(argv)?)
 }
 
 /// A duration written as `60`, `60s`, `1500ms`, `2m` or `1h`.

@@ -15,6 +15,8 @@ pub mod init;
 pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod token;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 // The pipeline the modes share: fetch a plan's secrets, render them into files.
 pub mod fetch;

@@ -66,9 +66,11 @@ fn main() -> ExitCode {
                 Some(cli::Command::ImdsProxy(args)) => {
                     secret_sidecar::imds_proxy::run(args, &cli).await
                 }
-                // A Google-only build has no subcommand (token mode exchanges with AWS STS,
-                // the IMDS proxy with Entra ID).
-                #[cfg(not(any(feature = "aws", feature = "azure")))]
+                #[cfg(feature = "webhook")]
+                Some(cli::Command::Webhook(args)) => secret_sidecar::webhook::run(args).await,
+                // A Google-only build without the webhook has no subcommand (token mode
+                // exchanges with AWS STS, the IMDS proxy with Entra ID).
+                #[cfg(not(any(feature = "aws", feature = "azure", feature = "webhook")))]
                 Some(command) => match *command {},
             }
         });

@@ -21,6 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod apiserver;
 #[cfg(feature = "azure")]
 pub mod azure;
 pub mod clock;
@@ -33,6 +34,8 @@ pub mod faults;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 pub mod http;
+#[cfg(feature = "aws")]
+pub mod kubelet;
 #[cfg(feature = "aws")]
 pub mod localstack;
 pub mod netns;
@@ -48,6 +51,8 @@ pub mod secretsmanager;
 #[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;
+#[cfg(feature = "aws")]
+pub mod webhook;
 
 /// The binary under test as a [`Sidecar`], with a clean environment aimed at LocalStack.
 #[macro_export]
