@@ -41,7 +41,9 @@ pub struct Cli {
     /// azure://https://HOST[:PORT]/secrets/NAME[/VERSION][#KEY],
     /// gcp://PROJECT/NAME[?version=N|ALIAS][&location=REGION][#KEY] or
     /// gcp://projects/P/[locations/L/]secrets/S[/versions/V][#KEY]. #KEY publishes one
-    /// string field of a JSON secret (#password, or a JSON Pointer like #/db/password).
+    /// field of a JSON secret (#password, or a JSON Pointer like #/db/password): a string
+    /// as it is, a number, boolean or null as its JSON text (#port -> 5432), an object or
+    /// array as compact JSON.
     /// Per-secret parameters: format=raw|explode|base64 (explode: one file per JSON member,
     /// in a folder named FILE), optional (skip it if it does not exist), mode=0400,
     /// owner=UID[:GID].
