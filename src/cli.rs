@@ -21,6 +21,8 @@ use crate::providers::aws::AwsArgs;
 use crate::providers::azure::AzureArgs;
 #[cfg(feature = "gcp")]
 use crate::providers::gcp::GcpArgs;
+#[cfg(feature = "aws")]
+use crate::providers::ssm::SsmArgs;
 
 /// Fetch secrets with the workload's own identity, publish them atomically as files in an
 /// in-memory directory, and exit.
@@ -37,6 +39,9 @@ pub struct Cli {
     /// A secret to publish, as [FILE=]REF; repeat for more.
     ///
     /// REF is aws://NAME_OR_ARN[?version-stage=STAGE|version-id=ID][#KEY],
+    /// ssm://NAME, ssm:///PATH/NAME or ssm://arn:aws:ssm:REGION:ACCOUNT:parameter/NAME
+    /// [?version=N|label=L][#KEY] (Parameter Store; SecureString decrypted), ssm:///PATH/
+    /// (every parameter under the path, recursively, as files in a folder named FILE),
     /// azure://VAULT/NAME[?version=VERSION][#KEY],
     /// azure://https://HOST[:PORT]/secrets/NAME[/VERSION][#KEY],
     /// gcp://PROJECT/NAME[?version=N|ALIAS][&location=REGION][#KEY] or
@@ -118,6 +123,10 @@ pub struct Cli {
     #[cfg(feature = "aws")]
     #[command(flatten)]
     pub aws: AwsArgs,
+
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    pub ssm: SsmArgs,
 
     #[cfg(feature = "gcp")]
     #[command(flatten)]

@@ -146,6 +146,12 @@ impl SecretRef {
         let options = FileOptions::take(&mut params)?;
         let target = Target::parse(scheme, locator, &mut params)?;
         params.reject_rest()?;
+        if target.is_tree() && (key.is_some() || options.format.is_some()) {
+            bail!(
+                "'{text}' is a path: it publishes every parameter under it as a file, as \
+                 stored, so it takes no #KEY and no format"
+            );
+        }
         Ok(SecretRef {
             text: text.to_owned(),
             target,

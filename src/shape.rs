@@ -60,6 +60,20 @@ pub fn explode(reference: &SecretRef, fetched: &SecretValue) -> Result<Vec<(Stri
     Ok(members)
 }
 
+/// The files of a set of values under a path (a Parameter Store path, which the provider
+/// hands over as one JSON object of relative names): `(relative path, bytes)`, each path
+/// checked by the file-name rules, so a name with `..`, a control character or a
+/// component the publisher reserves is refused (exit 7) rather than written.
+pub fn tree(fetched: &SecretValue) -> Result<Vec<(String, SecretValue)>> {
+    let files = extract::members(fetched, None)?;
+    for (name, _) in &files {
+        validate_file(name)
+            .with_context(|| format!("parameter '{}' cannot be a file name", name.escape_debug()))
+            .context(Failure::BadData)?;
+    }
+    Ok(files)
+}
+
 fn decode_base64(value: &SecretValue) -> Result<SecretValue> {
     match base64_bytes(value.expose()) {
         Some(bytes) => Ok(SecretValue::new(bytes)),

@@ -37,6 +37,8 @@ pub mod localstack;
 #[cfg(feature = "aws")]
 pub mod oauth2;
 #[cfg(feature = "aws")]
+pub mod ssm;
+#[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;
 
