@@ -86,6 +86,8 @@ fn identity_says(provider: Provider) -> &'static str {
         Provider::Azure => "Azure identity loaded credential=WorkloadIdentity",
         #[cfg(feature = "gcp")]
         Provider::Gcp => "GCP identity loaded source=metadata-server",
+        #[cfg(feature = "aws")]
+        Provider::Ssm => "AWS identity loaded source=EnvironmentVariable",
     }
 }
 
@@ -98,6 +100,8 @@ fn not_found_says(provider: Provider) -> &'static str {
         Provider::Azure => "HTTP 404 SecretNotFound: A secret with (name/id) absent was not found",
         #[cfg(feature = "gcp")]
         Provider::Gcp => "not found or has no versions",
+        #[cfg(feature = "aws")]
+        Provider::Ssm => "ParameterNotFound",
     }
 }
 
@@ -116,6 +120,11 @@ fn denied_says(provider: Provider) -> &'static [&'static str] {
         ],
         #[cfg(feature = "gcp")]
         Provider::Gcp => &["PERMISSION_DENIED", "secretmanager.versions.access"],
+        #[cfg(feature = "aws")]
+        Provider::Ssm => &[
+            "service error: AccessDeniedException: User: ",
+            "ssm:GetParameter",
+        ],
     }
 }
 
@@ -129,6 +138,9 @@ fn malformed_says(provider: Provider) -> &'static str {
         // The parser's details could quote the body, so the provider withholds them.
         #[cfg(feature = "gcp")]
         Provider::Gcp => "the response could not be parsed",
+        // Parameter Store's client reads answers by schema: it names what did not fit.
+        #[cfg(feature = "aws")]
+        Provider::Ssm => "type mismatch: expected integer",
     }
 }
 
@@ -398,6 +410,18 @@ mod aws_localstack {
 #[cfg(feature = "aws")]
 mod aws_wire {
     const PROVIDER: testkit::faults::Provider = testkit::faults::Provider::Aws;
+    scripted_rows!();
+}
+
+#[cfg(feature = "aws")]
+mod ssm_localstack {
+    const PROVIDER: testkit::faults::Provider = testkit::faults::Provider::Ssm;
+    stored_rows!();
+}
+
+#[cfg(feature = "aws")]
+mod ssm_wire {
+    const PROVIDER: testkit::faults::Provider = testkit::faults::Provider::Ssm;
     scripted_rows!();
 }
 

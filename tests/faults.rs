@@ -240,6 +240,8 @@ fn an_endless_answer_leaves_memory_bounded(provider: Provider) {
         Provider::Azure => true,
         #[cfg(feature = "gcp")]
         Provider::Gcp => false,
+        #[cfg(feature = "aws")]
+        Provider::Ssm => true,
     };
     if streamed_through_the_cap {
         expect_failure(&outcome, 7, 1, Duration::from_secs(10), &out);
@@ -494,4 +496,5 @@ for_each_provider! {
     aws: Aws if "aws";
     azure: Azure if "azure";
     gcp: Gcp if "gcp";
+    ssm: Ssm if "aws";
 }

@@ -12,6 +12,8 @@ use anyhow::anyhow;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::{ConnectorError, SdkError};
+use aws_smithy_schema::serde::SerdeError;
+use aws_smithy_types::error::ErrorMetadata;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::exit::Failure;
@@ -38,6 +40,16 @@ where
             by_code(service.err().code(), service.raw().status().as_u16())
         }
         SdkError::TimeoutError(_) => Failure::Transient,
+        // A whole answer the client could not read (an HTML page, JSON of the wrong shape,
+        // a status no operation models): the newer, schema-based clients report it here,
+        // like a body cut short, but it is no transport failure and a retry repeats it;
+        // unless the status says the server is busy or failing (a proxy's 503 page).
+        SdkError::ResponseError(response)
+            if (has_cause::<SerdeError>(&err) || has_cause::<ErrorMetadata>(&err))
+                && !matches!(response.raw().status().as_u16(), 429 | 500..) =>
+        {
+            Failure::Internal
+        }
         SdkError::ResponseError(_) => Failure::Transient,
         SdkError::DispatchFailure(failure) => match credentials_class(&err) {
             Some(class) => class,
