@@ -49,9 +49,10 @@ pub struct Cli {
     /// field of a JSON secret (#password, or a JSON Pointer like #/db/password): a string
     /// as it is, a number, boolean or null as its JSON text (#port -> 5432), an object or
     /// array as compact JSON.
-    /// Per-secret parameters: format=raw|explode|base64 (explode: one file per JSON member,
-    /// in a folder named FILE), optional (skip it if it does not exist), mode=0400,
-    /// owner=UID[:GID].
+    /// Per-secret parameters: format=raw|explode|base64|pem-key|pem-cert|pem-chain|pem-bundle
+    /// (explode: one file per JSON member, in a folder named FILE; pem-*: a certificate
+    /// stored as PKCS#12, raw or base64, or PEM, as its PEM private key, leaf, chain, or key
+    /// and chain), optional (skip it if it does not exist), mode=0400, owner=UID[:GID].
     /// Without FILE= the file is named after the secret: its name (for an ARN, without the
     /// random suffix), then the key, joined by '_', with characters outside [A-Za-z0-9._-]
     /// turned into '_' (aws://prod/db#password -> prod_db_password).

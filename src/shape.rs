@@ -7,9 +7,9 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::certificate::{self, Part};
 use crate::exit::Failure;
 use crate::extract;
 use crate::paths::validate_file;
@@ -36,10 +36,15 @@ pub fn value(reference: &SecretRef, fetched: &SecretValue) -> Result<SecretValue
         Some(key) => extract::select(fetched, key)?,
         None => SecretValue::new(fetched.expose().to_vec()),
     };
-    match reference.options.format.unwrap_or_default() {
-        Format::Base64 => decode_base64(&selected).context(Failure::BadData),
-        Format::Raw | Format::Explode => Ok(selected),
-    }
+    let part = match reference.options.format.unwrap_or_default() {
+        Format::Base64 => return decode_base64(&selected).context(Failure::BadData),
+        Format::Raw | Format::Explode => return Ok(selected),
+        Format::PemKey => Part::Key,
+        Format::PemCert => Part::Certificate,
+        Format::PemChain => Part::Chain,
+        Format::PemBundle => Part::Bundle,
+    };
+    certificate::convert(&selected, part).context(Failure::BadData)
 }
 
 /// The files of an exploded secret: `(member name, bytes)`, names checked as file names.
@@ -75,30 +80,10 @@ pub fn tree(fetched: &SecretValue) -> Result<Vec<(String, SecretValue)>> {
 }
 
 fn decode_base64(value: &SecretValue) -> Result<SecretValue> {
-    match base64_bytes(value.expose()) {
-        Some(bytes) => Ok(SecretValue::new(bytes)),
+    match SecretValue::from_base64(value.expose()) {
+        Some(bytes) => Ok(bytes),
         None => bail!("format=base64, but the value is not valid base64"),
     }
-}
-
-/// Standard or URL-safe alphabet, padded or not, with line breaks and spaces ignored (as
-/// PEM-style wrapped keystores have them).
-pub(crate) fn base64_bytes(text: &[u8]) -> Option<Vec<u8>> {
-    let compact: Zeroizing<Vec<u8>> = Zeroizing::new(
-        text.iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect(),
-    );
-    let lenient =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    [base64::alphabet::STANDARD, base64::alphabet::URL_SAFE]
-        .iter()
-        .find_map(|alphabet| {
-            GeneralPurpose::new(alphabet, lenient)
-                .decode(&*compact)
-                .ok()
-        })
 }
 
 /// Renders an aggregate file from `(name, value)` pairs. For templates, a value that is a
@@ -223,8 +208,8 @@ fn b64encode(value: &minijinja::Value) -> String {
 /// padded or not, line breaks ignored), to UTF-8 text.
 fn b64decode(value: &str) -> Result<String, minijinja::Error> {
     let invalid = |text| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, text);
-    let bytes = base64_bytes(value.as_bytes()).ok_or_else(|| invalid(NOT_BASE64))?;
-    String::from_utf8(bytes).map_err(|err| {
+    let bytes = SecretValue::from_base64(value.as_bytes()).ok_or_else(|| invalid(NOT_BASE64))?;
+    String::from_utf8(bytes.expose().to_vec()).map_err(|err| {
         let mut bytes = err.into_bytes();
         bytes.zeroize();
         invalid(NOT_TEXT)

@@ -36,6 +36,7 @@ pub mod http;
 pub mod localstack;
 #[cfg(feature = "aws")]
 pub mod oauth2;
+pub mod pki;
 #[cfg(feature = "aws")]
 pub mod ssm;
 #[cfg(feature = "aws")]
