@@ -190,7 +190,7 @@ fn decrypt(
         }
         // PBES2 takes the password's UTF-8 bytes: no password is nothing, either way.
         return parameters
-            .decrypt(&[], ciphertext)
+            .decrypt([0u8; 0], ciphertext)
             .map(Zeroizing::new)
             .map_err(|_| anyhow!("a PBES2-encrypted part does not decrypt without a password"));
     }

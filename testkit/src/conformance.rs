@@ -47,7 +47,7 @@ enum Store {
     LocalStack { seeder: Seeder, prefix: String },
     /// Parameter Store in LocalStack, SecureStrings under a hierarchy of their own.
     #[cfg(feature = "aws")]
-    ParameterStore {
+    SsmLocalStack {
         parameters: Parameters,
         root: String,
     },
@@ -80,7 +80,7 @@ impl Service {
                 secrets: SecretManager::start(GCP_TOKEN),
             },
             #[cfg(feature = "aws")]
-            Provider::Ssm => Store::ParameterStore {
+            Provider::Ssm => Store::SsmLocalStack {
                 parameters: Parameters::connect(),
                 root: format!("/test/conformance-{}", unique_id('-')),
             },
@@ -197,7 +197,7 @@ impl Service {
                 secrets.add(&gcp_secret(name), value.as_bytes()).to_string()
             }
             #[cfg(feature = "aws")]
-            Store::ParameterStore { parameters, root } => parameters
+            Store::SsmLocalStack { parameters, root } => parameters
                 .put(&format!("{root}/{name}"), Kind::SecureString, value)
                 .to_string(),
             Store::Scripted(_) => panic!("a scripted service holds no secrets to add to"),
@@ -230,7 +230,7 @@ impl Service {
                 self.reference(name)
             }
             #[cfg(feature = "aws")]
-            Store::ParameterStore { parameters, root } => {
+            Store::SsmLocalStack { parameters, root } => {
                 let text = super::base64(value);
                 parameters.put(&format!("{root}/{name}"), Kind::SecureString, &text);
                 format!("{}?format=base64", self.reference(name))
@@ -249,7 +249,7 @@ impl Service {
             #[cfg(feature = "gcp")]
             Store::SecretManager { .. } => format!("gcp://my-project/{name}"),
             #[cfg(feature = "aws")]
-            Store::ParameterStore { root, .. } => format!("ssm://{root}/{name}"),
+            Store::SsmLocalStack { root, .. } => format!("ssm://{root}/{name}"),
             Store::Scripted(endpoint) => {
                 scripted_name(name);
                 endpoint.reference()
@@ -277,7 +277,7 @@ impl Service {
             #[cfg(feature = "gcp")]
             Store::SecretManager { .. } => "9",
             #[cfg(feature = "aws")]
-            Store::ParameterStore { .. } => "99",
+            Store::SsmLocalStack { .. } => "99",
             Store::Scripted(_) => panic!("a scripted service has no versions"),
         }
     }
@@ -310,7 +310,7 @@ impl Service {
                 vec![format!("{reference}?version=stable")]
             }
             #[cfg(feature = "aws")]
-            Store::ParameterStore { parameters, root } => {
+            Store::SsmLocalStack { parameters, root } => {
                 let version = version.parse().unwrap();
                 parameters.label(&format!("{root}/{name}"), version, "stable");
                 vec![format!("{reference}?label=stable")]
@@ -325,7 +325,7 @@ impl Service {
             #[cfg(feature = "aws")]
             Store::LocalStack { prefix, .. } => format!("{prefix}/{name}").replace('/', "_"),
             #[cfg(feature = "aws")]
-            Store::ParameterStore { root, .. } => format!("{root}/{name}")
+            Store::SsmLocalStack { root, .. } => format!("{root}/{name}")
                 .trim_start_matches('/')
                 .replace('/', "_"),
             _ => name.to_owned(),
@@ -373,7 +373,7 @@ impl Service {
     pub fn reads(&self, name: &str) -> Option<usize> {
         match &self.store {
             #[cfg(feature = "aws")]
-            Store::LocalStack { .. } | Store::ParameterStore { .. } => None,
+            Store::LocalStack { .. } | Store::SsmLocalStack { .. } => None,
             #[cfg(feature = "azure")]
             Store::KeyVault(azure) => Some(azure.vault.authorized_gets(name)),
             #[cfg(feature = "gcp")]
@@ -393,7 +393,7 @@ impl Service {
     pub fn tokens(&self) -> Vec<String> {
         match &self.store {
             #[cfg(feature = "aws")]
-            Store::LocalStack { .. } | Store::ParameterStore { .. } => Vec::new(),
+            Store::LocalStack { .. } | Store::SsmLocalStack { .. } => Vec::new(),
             #[cfg(feature = "azure")]
             Store::KeyVault(azure) => vec![azure.token.clone(), azure.entra.access_token.clone()],
             #[cfg(feature = "gcp")]
@@ -408,7 +408,7 @@ impl Service {
         match &self.store {
             // The runner's own environment: static keys, LocalStack's endpoint.
             #[cfg(feature = "aws")]
-            Store::LocalStack { .. } | Store::ParameterStore { .. } => {
+            Store::LocalStack { .. } | Store::SsmLocalStack { .. } => {
                 sidecar.env("RUST_LOG", "trace")
             }
             #[cfg(feature = "azure")]
