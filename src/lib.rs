@@ -45,4 +45,5 @@ pub mod paths;
 pub mod publish;
 pub mod retry;
 pub mod secret;
+pub mod serve;
 pub mod signal;

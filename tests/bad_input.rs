@@ -152,14 +152,9 @@ fn in_private_tmpfs(mount_options: &str, server: &Server) -> (i32, String, Strin
     (run.code, stderr, left)
 }
 
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").unwrap().uid() == 0
-}
-
 #[test]
 fn a_read_only_or_full_output_filesystem_exits_6_and_leaves_nothing() {
-    if !is_root() {
+    if !testkit::process::is_root() {
         eprintln!("not root: cannot mount a private tmpfs");
         return;
     }

@@ -24,11 +24,29 @@ struct Outcome {
 
 /// Runs the binary once against `endpoint` with the given `--timeout`.
 fn run(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> Outcome {
+    run_by(endpoint, out, timeout, |sidecar| (sidecar.run(), 0)).0
+}
+
+/// [`run`], sampling the process's memory as it goes; returns its peak resident set in MiB
+/// too (printed, for the record).
+fn run_measured(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> (Outcome, u64) {
+    let (outcome, peak) = run_by(endpoint, out, timeout, |s| s.run_measuring_memory());
+    let mib = peak / (1 << 20);
+    eprintln!("{:?}: peak resident memory {mib} MiB", endpoint.provider);
+    (outcome, mib)
+}
+
+/// Runs the binary against `endpoint` with `launch`, and checks that neither the secret
+/// nor a token reached its output.
+fn run_by(
+    endpoint: &Endpoint,
+    out: &Scratch,
+    timeout: &str,
+    launch: impl FnOnce(testkit::Sidecar) -> (Run, u64),
+) -> (Outcome, u64) {
     let started = Instant::now();
-    let run = endpoint
-        .aim(testkit::sidecar!(), out)
-        .args(["--timeout", timeout])
-        .run();
+    let sidecar = endpoint.aim(testkit::sidecar!(), out);
+    let (run, measured) = launch(sidecar.args(["--timeout", timeout]));
     let outcome = Outcome {
         run,
         attempts: endpoint.attempts(),
@@ -38,7 +56,7 @@ fn run(endpoint: &Endpoint, out: &Scratch, timeout: &str) -> Outcome {
     for token in &endpoint.tokens {
         outcome.run.expect_no_leak(token.as_bytes());
     }
-    outcome
+    (outcome, measured)
 }
 
 /// Starts `provider` with `script`, runs it, and checks a failure: `code`, exactly
@@ -219,20 +237,7 @@ fn an_oversized_answer_is_cut_off_at_the_size_cap(provider: Provider) {
 fn an_endless_answer_leaves_memory_bounded(provider: Provider) {
     let endpoint = Endpoint::start(provider, vec![provider.endless()]);
     let out = Scratch::tmpfs("fault-endless");
-    let started = Instant::now();
-    let (run, peak) = run_measuring_memory(
-        endpoint
-            .aim(testkit::sidecar!(), &out)
-            .args(["--timeout", "3s"]),
-    );
-    let outcome = Outcome {
-        run,
-        attempts: endpoint.attempts(),
-        took: started.elapsed(),
-    };
-    outcome.run.expect_no_leak(SENTINEL.as_bytes());
-    let mib = peak / (1 << 20);
-    eprintln!("{provider:?}: peak resident memory {mib} MiB");
+    let (outcome, mib) = run_measured(&endpoint, &out, "3s");
     let streamed_through_the_cap = match provider {
         #[cfg(feature = "aws")]
         Provider::Aws => true,
@@ -253,48 +258,61 @@ fn an_endless_answer_leaves_memory_bounded(provider: Provider) {
     }
 }
 
-/// Runs the binary, sampling its peak resident set (`VmHWM`) until it exits.
-fn run_measuring_memory(sidecar: testkit::Sidecar) -> (Run, u64) {
-    use std::io::Read;
-    let mut child = sidecar
-        .command()
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = pipe.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        })
+/// A response head far larger than any secret store sends (`head`: one 1 MiB header, or
+/// 100,000 headers). Each provider's HTTP client (hyper) stops reading at its own limit
+/// (about 400 KiB, 100 headers) and fails the attempt like a broken connection: retried,
+/// then exit 5, at once and with memory small.
+fn a_huge_response_head_is_cut_off_and_transient(provider: Provider, head: Response) {
+    let endpoint = Endpoint::start(provider, vec![head]);
+    let out = Scratch::tmpfs("fault-head");
+    let (outcome, mib) = run_measured(&endpoint, &out, "20s");
+    expect_failure(&outcome, 5, 3, Duration::from_secs(15), &out);
+    outcome.run.expect_stderr("message head is too large");
+    assert!(mib < 64, "peak {mib} MiB");
+}
+
+fn one_header_of_a_mebibyte_is_cut_off(provider: Provider) {
+    let head = provider.ok().header("x-padding", "a".repeat(1 << 20));
+    a_huge_response_head_is_cut_off_and_transient(provider, head);
+}
+
+fn a_hundred_thousand_headers_are_cut_off(provider: Provider) {
+    let mut head = provider.ok();
+    head.headers
+        .extend((0..100_000).map(|n| ("x-padding", n.to_string())));
+    a_huge_response_head_is_cut_off_and_transient(provider, head);
+}
+
+/// The provider's answer with an extra member nested a million arrays deep (2 MB, under
+/// the size cap). No parser may recurse that far: AWS's skips unknown members up to 512
+/// levels (Secrets Manager's and Parameter Store's) and Google's keeps unknown members and stops at serde_json's 128, both an
+/// undocumented answer (exit 1, not retried); Azure's skips unknown members without
+/// recursing (serde's `IgnoredAny`), so its answer is read and the secret published.
+fn a_deeply_nested_answer_never_overflows_the_stack(provider: Provider) {
+    let depth = 1_000_000;
+    let deep = format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let mut nested = provider.ok();
+    nested.body = nested
+        .body
+        .replacen('{', &format!(r#"{{"nested":{deep},"#), 1);
+    let endpoint = Endpoint::start(provider, vec![nested]);
+    let out = Scratch::tmpfs("fault-nested");
+    let outcome = run(&endpoint, &out, "20s");
+    let skips_without_recursing = match provider {
+        #[cfg(feature = "aws")]
+        Provider::Aws | Provider::Ssm => false,
+        #[cfg(feature = "azure")]
+        Provider::Azure => true,
+        #[cfg(feature = "gcp")]
+        Provider::Gcp => false,
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak = 0;
-    let status = loop {
-        // VmHWM only grows, so the last sample before the exit is the closest to the peak.
-        if let Some(kib) = std::fs::read_to_string(&status_file)
-            .ok()
-            .and_then(|status| {
-                let line = status.lines().find(|l| l.starts_with("VmHWM:"))?.to_owned();
-                line.split_whitespace().nth(1)?.parse::<u64>().ok()
-            })
-        {
-            peak = peak.max(kib * 1024);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let run = Run {
-        code: status.code().unwrap_or(-1),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
-    (run, peak)
+    if skips_without_recursing {
+        outcome.run.expect_code(0);
+        assert_eq!(outcome.attempts, 1);
+        assert_eq!(out.read(FILE), SENTINEL.as_bytes());
+    } else {
+        expect_failure(&outcome, 1, 1, Duration::from_secs(15), &out);
+    }
 }
 
 /// A certificate the client refuses is not retried: retrying cannot fix it.
@@ -475,6 +493,9 @@ macro_rules! for_each_provider {
                 redirects_are_never_followed,
                 an_oversized_answer_is_cut_off_at_the_size_cap,
                 an_endless_answer_leaves_memory_bounded,
+                one_header_of_a_mebibyte_is_cut_off,
+                a_hundred_thousand_headers_are_cut_off,
+                a_deeply_nested_answer_never_overflows_the_stack,
                 a_self_signed_certificate_is_refused,
                 a_certificate_for_another_host_is_refused,
                 sigterm_stops_a_run_promptly_and_publishes_nothing,

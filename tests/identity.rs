@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -69,19 +68,6 @@ fn secret_file(dir: &Scratch, secret: &str) -> PathBuf {
     let path = dir.path.join("client-secret");
     fs::write(&path, format!("{secret}\n")).unwrap();
     path
-}
-
-fn oauth2_args(idp: &IdP, secret_file: &Path) -> Vec<String> {
-    vec![
-        "--oauth2-token-url".into(),
-        idp.token_url(),
-        "--oauth2-client-id".into(),
-        CLIENT_ID.into(),
-        "--oauth2-client-secret-file".into(),
-        secret_file.display().to_string(),
-        "--oauth2-scope".into(),
-        SCOPE.into(),
-    ]
 }
 
 #[cfg(feature = "gcp")]
@@ -144,7 +130,7 @@ fn an_external_idp_token_reaches_aws_with_either_client_authentication() {
 
         let run = sidecar(&sts, &account)
             .args(["--aws-token-source", "oauth2-client-credentials"])
-            .args(oauth2_args(&idp, &secret))
+            .args(idp.client_args(&secret))
             .args(["--oauth2-client-auth", method])
             .args(["--secret", &format!("db=aws://{name}")])
             .arg("--output-dir")
@@ -194,7 +180,7 @@ fn identity_provider_refusals_and_outages_are_told_apart() {
     let out = Scratch::tmpfs("idp-fail");
     let run = sidecar(&sts, &account)
         .args(["--aws-token-source", "oauth2-client-credentials"])
-        .args(oauth2_args(&idp_ok, &secret_file(&files, wrong)))
+        .args(idp_ok.client_args(&secret_file(&files, wrong)))
         .args(["--secret", &format!("aws://{name}")])
         .arg("--output-dir")
         .arg(&out.path)
@@ -212,7 +198,7 @@ fn identity_provider_refusals_and_outages_are_told_apart() {
     idp_down.set_down(true);
     let run = sidecar(&sts, &account)
         .args(["--aws-token-source", "oauth2-client-credentials"])
-        .args(oauth2_args(&idp_down, &secret_file(&files, CLIENT_SECRET)))
+        .args(idp_down.client_args(&secret_file(&files, CLIENT_SECRET)))
         .args(["--secret", &format!("aws://{name}")])
         .arg("--output-dir")
         .arg(&out.path)
@@ -227,10 +213,7 @@ fn identity_provider_refusals_and_outages_are_told_apart() {
     let idp_expired = idp(0);
     let run = sidecar(&sts, &account)
         .args(["--aws-token-source", "oauth2-client-credentials"])
-        .args(oauth2_args(
-            &idp_expired,
-            &secret_file(&files, CLIENT_SECRET),
-        ))
+        .args(idp_expired.client_args(&secret_file(&files, CLIENT_SECRET)))
         .args(["--secret", &format!("aws://{name}")])
         .arg("--output-dir")
         .arg(&out.path)
@@ -270,7 +253,7 @@ fn identity_provider_refusals_and_outages_are_told_apart() {
     // No secret file at all: the identity cannot be proven, exit 3.
     let run = sidecar(&sts, &account)
         .args(["--aws-token-source", "oauth2-client-credentials"])
-        .args(oauth2_args(&idp_ok, &files.path.join("missing")))
+        .args(idp_ok.client_args(&files.path.join("missing")))
         .args(["--secret", &format!("aws://{name}")])
         .arg("--output-dir")
         .arg(&out.path)
@@ -353,53 +336,6 @@ fn token_sources_refuse_incomplete_or_unsafe_options() {
     assert!(sts.tokens().is_empty());
 }
 
-/// A running `secret-sidecar token`, killed if a test fails before stopping it.
-struct Refresher {
-    child: Option<Child>,
-}
-
-impl Refresher {
-    fn start(mut command: Command) -> Refresher {
-        command
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        Refresher {
-            child: Some(command.spawn().expect("the binary starts")),
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        let child = self.child.as_mut().unwrap();
-        child.try_wait().unwrap().is_none()
-    }
-
-    /// Sends SIGTERM, as the kubelet does, and returns the exit code and everything printed.
-    fn stop(mut self) -> testkit::Run {
-        let child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let started = Instant::now();
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "SIGTERM was slow"
-        );
-        testkit::Run::from(output)
-    }
-}
-
-impl Drop for Refresher {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// `token --probe` for `file`: whether the startup probe passes.
 fn probe(file: &Path) -> bool {
     testkit::sidecar!()
@@ -448,14 +384,12 @@ fn token_mode_keeps_the_token_fresh_and_survives_an_outage() {
     assert!(!probe(&file), "the probe passes before any token exists");
 
     let (stop_reading, reader) = watch(file.clone());
-    let mut refresher = Refresher::start(
-        testkit::sidecar!()
-            .env("RUST_LOG", "trace")
-            .args(["token", "--source", "oauth2-client-credentials", "--out"])
-            .arg(&file)
-            .args(oauth2_args(&idp, &secret))
-            .command(),
-    );
+    let mut refresher = testkit::sidecar!()
+        .env("RUST_LOG", "trace")
+        .args(["token", "--source", "oauth2-client-credentials", "--out"])
+        .arg(&file)
+        .args(idp.client_args(&secret))
+        .spawn();
 
     // The first token appears, then the probe passes.
     wait_until("the first token", Duration::from_secs(10), || file.exists());
@@ -529,14 +463,12 @@ fn token_mode_writes_the_metadata_servers_id_token() {
     let metadata = Metadata::start("ya29.unused", GKE_SA);
     let dir = Scratch::tmpfs("token-gcp");
     let file = dir.path.join("token");
-    let refresher = Refresher::start(
-        testkit::sidecar!()
-            .env("GCE_METADATA_HOST", metadata.host())
-            .args(["token", "--source", "gcp-metadata", "--audience", AUDIENCE])
-            .args(["--mode", "0400", "--out"])
-            .arg(&file)
-            .command(),
-    );
+    let refresher = testkit::sidecar!()
+        .env("GCE_METADATA_HOST", metadata.host())
+        .args(["token", "--source", "gcp-metadata", "--audience", AUDIENCE])
+        .args(["--mode", "0400", "--out"])
+        .arg(&file)
+        .spawn();
     wait_until("the ID token", Duration::from_secs(10), || file.exists());
     let token = String::from_utf8(fs::read(&file).unwrap()).unwrap();
     assert_eq!(jwt_subject(&token), format!("{GKE_SA}|{AUDIENCE}"));
@@ -562,7 +494,7 @@ fn token_mode_fails_closed_at_start() {
     let run = testkit::sidecar!()
         .args(["token", "--source", "oauth2-client-credentials", "--out"])
         .arg(&file)
-        .args(oauth2_args(&idp, &secret_file(&files, "not-the-secret")))
+        .args(idp.client_args(&secret_file(&files, "not-the-secret")))
         .run();
     run.expect_code(3).expect_stderr("invalid_client");
     dir.expect_empty();
@@ -573,7 +505,7 @@ fn token_mode_fails_closed_at_start() {
     testkit::sidecar!()
         .args(["token", "--source", "oauth2-client-credentials", "--out"])
         .arg(shared.path.join("token"))
-        .args(oauth2_args(&idp, &secret_file(&files, CLIENT_SECRET)))
+        .args(idp.client_args(&secret_file(&files, CLIENT_SECRET)))
         .run()
         .expect_code(6)
         .expect_stderr("also holds db-password");

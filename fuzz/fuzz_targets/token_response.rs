@@ -32,10 +32,13 @@ fuzz_target!(|data: &[u8]| {
     match parse_token(&body) {
         Ok(token) => {
             assert!(token.lifetime().is_none_or(|left| left <= MAX_LIFETIME));
-            let sent = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v.get("access_token")?.as_str().map(str::to_owned));
-            assert_eq!(Some(token.value.expose()), sent.as_deref().map(str::as_bytes));
+            // serde_json skips fields it does not read without checking their UTF-8, so a
+            // body with bad bytes in an unknown field is read; `Value` would refuse it, so
+            // the token is compared only where `Value` can read the whole body.
+            if let Ok(whole) = serde_json::from_slice::<Value>(&body) {
+                let sent = whole.get("access_token").and_then(Value::as_str);
+                assert_eq!(Some(token.value.expose()), sent.map(str::as_bytes));
+            }
         }
         Err(err) => {
             let text = format!("{err:#} {err:?}");

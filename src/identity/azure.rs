@@ -202,8 +202,8 @@ impl ClientAssertion for ProjectedToken {
                 ),
             )
         };
-        let mut raw =
-            std::fs::read(&self.path).map_err(|err| failed(format!("cannot be read: {err}")))?;
+        let mut raw = super::token_file::read(&self.path)
+            .map_err(|err| failed(format!("cannot be read: {err}")))?;
         let token = match std::str::from_utf8(&raw) {
             Ok(text) => text
                 .trim_matches(|c: char| c.is_ascii_whitespace())

@@ -82,6 +82,19 @@ pub fn credentials_error(err: &CredentialsError) -> anyhow::Error {
 /// three dot-separated parts) from text a server sent, in case an error body echoes one.
 /// Long outputs are cut, since error bodies are not bounded.
 pub fn scrub(text: &str) -> String {
+    // google-cloud-auth quotes a whole subject-token document (`body=<{...}>`) when its
+    // token field is not a string: the document is the credential, so none of it is shown.
+    let quoted_document = text
+        .find("subject token field")
+        .and_then(|field| text[field..].find("body=<").map(|at| field + at));
+    let text = match quoted_document {
+        Some(at) => format!(
+            "{}body=<not shown: it may hold the credential>",
+            &text[..at]
+        ),
+        None => text.to_owned(),
+    };
+    let text = text.as_str();
     let is_word = |c: char| c.is_ascii_alphanumeric() || "-_.~".contains(c);
     let mut out = String::with_capacity(text.len());
     let mut word = String::new();
@@ -115,6 +128,17 @@ pub fn scrub(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scrub_never_shows_a_quoted_token_document() {
+        // As google-cloud-auth words it for a JSON subject-token file whose field is not a
+        // string (credentials/external_account_sources/file_sourced.rs).
+        let text = "failed to read subject token field `id_token` as string, \
+                    body=<{\"id_token\":{\"v\":\"opaque-sentinel-credential\"}}>: more";
+        let clean = scrub(text);
+        assert!(!clean.contains("opaque-sentinel"), "{clean}");
+        assert!(clean.contains("subject token field `id_token`"), "{clean}");
+    }
 
     #[test]
     fn scrub_removes_tokens_and_keeps_names() {

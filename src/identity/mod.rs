@@ -8,7 +8,9 @@
 //! - [`google`] (Google builds): the metadata server and Google credential errors, shared
 //!   by the gcp-metadata token source and the Secret Manager provider;
 //! - [`azure`] (Azure builds): Key Vault's credential (workload identity's client
-//!   assertion, managed identity, developer tools) and what to say when Entra ID refuses.
+//!   assertion, managed identity, developer tools) and what to say when Entra ID refuses;
+//! - [`token_file`]: reading a projected token file that kubelet may be replacing, and
+//!   telling that race from a missing file when an SDK read it.
 //!
 //! Like a provider, each makes one attempt per call and tags its errors with a
 //! [`crate::exit::Failure`] class; tokens stay in zeroizing memory and are never logged.
@@ -21,5 +23,6 @@ pub mod google;
 pub mod oauth2;
 #[cfg(feature = "aws")]
 pub mod options;
+pub mod token_file;
 #[cfg(feature = "aws")]
 pub mod web_token;

@@ -110,7 +110,7 @@ impl OAuth2Client {
     fn read_secret(&self) -> Result<Zeroizing<String>> {
         let path = &self.secret_file;
         let bytes = Zeroizing::new(
-            std::fs::read(path)
+            super::token_file::read(path)
                 .with_context(|| format!("reading --oauth2-client-secret-file {}", path.display()))
                 .context(Failure::Auth)?,
         );

@@ -30,7 +30,19 @@ pub fn open_dir(parent: BorrowedFd<'_>, name: &str) -> std::io::Result<OwnedFd> 
 /// Makes the directory `name` in `parent`, for this process alone until it is finished.
 pub fn make_dir(parent: BorrowedFd<'_>, name: &str) -> std::io::Result<OwnedFd> {
     rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))?;
-    open_dir(parent, name)
+    open_dir(parent, name).map_err(|err| match err.raw_os_error() {
+        // Made a moment ago and now a link or a file: someone else is changing the volume.
+        Some(code)
+            if code == rustix::io::Errno::NOTDIR.raw_os_error()
+                || code == rustix::io::Errno::LOOP.raw_os_error() =>
+        {
+            std::io::Error::other(format!(
+                "the directory {name} just made was replaced ({err}): another process is \
+                 changing this directory"
+            ))
+        }
+        _ => err,
+    })
 }
 
 /// What `name` in `parent` is, without following a link; `None` when it does not exist.

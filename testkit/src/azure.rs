@@ -179,6 +179,9 @@ pub enum EntraMode {
         code: u32,
         description: &'static str,
     },
+    /// Accepted requests get the access token with `expires_in` as this JSON text:
+    /// `"\"soon\""` is an answer the client cannot read.
+    ExpiresIn(&'static str),
 }
 
 /// The Entra ID token endpoint for one tenant and one client id ([`TENANT`] and
@@ -199,19 +202,30 @@ impl Entra {
     /// Accepts exactly `assertion`, for `client_id` in `tenant` (the values a deployment
     /// artifact names).
     pub fn start_for(assertion: &str, tenant: &str, client_id: &str) -> Entra {
+        let expected = assertion.to_owned();
+        Entra::serve(tenant, client_id, move |presented| presented == expected)
+    }
+
+    /// Accepts the client assertions `accept` says yes to, for [`CLIENT_ID`] in
+    /// [`TENANT`] (a projected token that rotates, say).
+    pub fn accepting(accept: impl Fn(&str) -> bool + Send + Sync + 'static) -> Entra {
+        Entra::serve(TENANT, CLIENT_ID, accept)
+    }
+
+    fn serve(
+        tenant: &str,
+        client_id: &str,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Entra {
         let access_token = jwt(&format!(
             r#"{{"aud":"{RESOURCE}","iss":"https://sts.windows.net/{tenant}/","appid":"{client_id}","exp":{}}}"#,
             now() + 3600
         ));
         let mode = Arc::new(Mutex::new(EntraMode::Normal));
-        let (expected, issued, forced) = (
-            assertion.to_owned(),
-            access_token.clone(),
-            Arc::clone(&mode),
-        );
+        let (issued, forced) = (access_token.clone(), Arc::clone(&mode));
         let app = (tenant.to_owned(), client_id.to_owned());
         let server = HttpsServer::with_handler(move |request| {
-            token_endpoint(request, &app, &expected, &issued, &forced.lock().unwrap())
+            token_endpoint(request, &app, &accept, &issued, &forced.lock().unwrap())
         });
         Entra {
             server,
@@ -243,7 +257,7 @@ impl Entra {
 fn token_endpoint(
     request: &Request,
     (known_tenant, client_id): &(String, String),
-    assertion: &str,
+    accept: &dyn Fn(&str) -> bool,
     issued: &str,
     mode: &EntraMode,
 ) -> Response {
@@ -362,7 +376,7 @@ fn token_endpoint(
     if let EntraMode::Reject { code, description } = mode {
         return entra_error(400, "invalid_client", *code, description);
     }
-    if presented != assertion {
+    if !accept(presented) {
         return entra_error(
             400,
             "invalid_client",
@@ -370,10 +384,14 @@ fn token_endpoint(
             "No matching federated identity record found for presented assertion issuer 'https://oidc.example.test/'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
         );
     }
+    let expires_in = match mode {
+        EntraMode::ExpiresIn(text) => text,
+        _ => "3599",
+    };
     json(
         200,
         format!(
-            r#"{{"token_type":"Bearer","expires_in":3599,"ext_expires_in":3599,"access_token":"{issued}"}}"#
+            r#"{{"token_type":"Bearer","expires_in":{expires_in},"ext_expires_in":3599,"access_token":"{issued}"}}"#
         ),
     )
 }

@@ -60,9 +60,28 @@ pub struct Metadata {
 
 impl Metadata {
     pub fn start(token: &str, email: &str) -> Metadata {
+        Metadata::answering(token, email, Vec::new())
+    }
+
+    /// Like [`Metadata::start`], except that a request (with the flavor header) for a path
+    /// ending in one of `overrides`' suffixes gets that answer: a malformed token
+    /// (`"/token"` and [`token_answer`]), a redirect of `"/email"`.
+    pub fn answering(
+        token: &str,
+        email: &str,
+        overrides: Vec<(&'static str, Response)>,
+    ) -> Metadata {
         let (access_token, account) = (token.to_owned(), email.to_owned());
         let server = Server::with_handler(move |request| {
-            let mut response = metadata_answer(request, &access_token, &account);
+            let path = split_query(request.target()).0;
+            let fixed = overrides
+                .iter()
+                .find(|(suffix, _)| path.ends_with(suffix))
+                .filter(|_| request.header("metadata-flavor") == Some("Google"));
+            let mut response = match fixed {
+                Some((_, answer)) => answer.clone(),
+                None => metadata_answer(request, &access_token, &account),
+            };
             response
                 .headers
                 .push(("metadata-flavor", "Google".to_owned()));
@@ -83,6 +102,18 @@ impl Metadata {
     pub fn requests(&self) -> Vec<Request> {
         self.server.requests()
     }
+}
+
+/// A token answer as the metadata server and STS give it, with `expires_in` as this JSON
+/// text: `"\"soon\""` makes it one the client cannot read, `18446744073709551615` one too
+/// long for any clock.
+pub fn token_answer(token: &str, expires_in: &str) -> Response {
+    json(
+        200,
+        format!(
+            r#"{{"access_token":"{token}","expires_in":{expires_in},"token_type":"Bearer","issued_token_type":"{ACCESS_TOKEN_TYPE}"}}"#
+        ),
+    )
 }
 
 fn text(status: u16, body: &str) -> Response {
@@ -131,13 +162,48 @@ pub struct Sts {
 
 impl Sts {
     pub fn start(audience: &str, subject_token: &str, access_token: &str) -> Sts {
-        let (audience, subject, issued) = (
-            audience.to_owned(),
-            subject_token.to_owned(),
-            access_token.to_owned(),
-        );
-        let server =
-            Server::with_handler(move |request| sts_answer(request, &audience, &subject, &issued));
+        let subject = subject_token.to_owned();
+        Sts::accepting(
+            audience,
+            move |presented| presented == subject,
+            access_token,
+        )
+    }
+
+    /// Accepts the subject tokens `accept` says yes to (a projected token that rotates).
+    pub fn accepting(
+        audience: &str,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+        access_token: &str,
+    ) -> Sts {
+        Sts::build(audience, accept, access_token, None)
+    }
+
+    /// Checks each exchange as [`Sts::start`] does, and answers one it accepts with
+    /// `answer` ([`token_answer`] with a bad `expires_in`, say).
+    pub fn answering(audience: &str, subject_token: &str, answer: Response) -> Sts {
+        let subject = subject_token.to_owned();
+        Sts::build(
+            audience,
+            move |presented| presented == subject,
+            "",
+            Some(answer),
+        )
+    }
+
+    fn build(
+        audience: &str,
+        accept: impl Fn(&str) -> bool + Send + Sync + 'static,
+        access_token: &str,
+        fixed: Option<Response>,
+    ) -> Sts {
+        let (audience, issued) = (audience.to_owned(), access_token.to_owned());
+        let server = Server::with_handler(move |request| {
+            match (sts_answer(request, &audience, &accept, &issued), &fixed) {
+                (answer, Some(fixed)) if answer.status == 200 => fixed.clone(),
+                (answer, _) => answer,
+            }
+        });
         Sts {
             server,
             access_token: access_token.to_owned(),
@@ -160,7 +226,12 @@ fn oauth_error(error: &str, description: &str) -> Response {
     )
 }
 
-fn sts_answer(request: &Request, audience: &str, subject: &str, issued: &str) -> Response {
+fn sts_answer(
+    request: &Request,
+    audience: &str,
+    accept: &dyn Fn(&str) -> bool,
+    issued: &str,
+) -> Response {
     if request.method() != "POST" || split_query(request.target()).0 != "/v1/token" {
         return google_error(404, "NOT_FOUND", "Not Found", "[]");
     }
@@ -190,7 +261,7 @@ fn sts_answer(request: &Request, audience: &str, subject: &str, issued: &str) ->
             "The target service indicated by the \"audience\" parameters is invalid.",
         );
     }
-    if field("subject_token") != subject {
+    if !accept(field("subject_token")) {
         return oauth_error("invalid_grant", "The ID Token signature is invalid.");
     }
     json(

@@ -23,6 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "azure")]
 pub mod azure;
+pub mod clock;
 #[cfg(any(feature = "aws", feature = "azure", feature = "gcp"))]
 pub mod conformance;
 #[cfg(feature = "aws")]
@@ -40,6 +41,12 @@ pub mod pki;
 #[cfg(feature = "aws")]
 pub mod ssm;
 #[cfg(feature = "aws")]
+pub mod pod_identity;
+pub mod process;
+pub mod projected;
+#[cfg(feature = "aws")]
+pub mod secretsmanager;
+#[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;
 
@@ -52,12 +59,21 @@ macro_rules! sidecar {
 }
 
 /// The path of the binary under test: `env!("CARGO_BIN_EXE_secret-sidecar")`, which only
-/// an integration test can read.
+/// an integration test can read, or the one `SECRET_SIDECAR_TEST_BINARY` names.
 #[macro_export]
 macro_rules! binary {
     () => {
-        ::std::path::Path::new(env!("CARGO_BIN_EXE_secret-sidecar"))
+        $crate::under_test(env!("CARGO_BIN_EXE_secret-sidecar"))
     };
+}
+
+/// `built`, the binary cargo built, unless `SECRET_SIDECAR_TEST_BINARY` names another: a
+/// release build, or a build without a fix, to see the fix's test fail.
+pub fn under_test(built: &'static str) -> &'static Path {
+    static OTHER: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let other =
+        OTHER.get_or_init(|| std::env::var_os("SECRET_SIDECAR_TEST_BINARY").map(PathBuf::from));
+    other.as_deref().unwrap_or(Path::new(built))
 }
 
 pub const REGION: &str = "us-east-1";

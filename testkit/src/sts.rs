@@ -15,6 +15,9 @@ pub struct Sts {
     pub server: Server,
 }
 
+/// The `Expiration` of credentials that do not parse: STS sends an ISO 8601 time.
+pub const BAD_EXPIRATION: &str = "when-the-session-ends";
+
 impl Sts {
     pub fn start() -> Sts {
         Sts::issuing("ASIAFAKESTSACCESSKEY")
@@ -25,7 +28,17 @@ impl Sts {
     pub fn issuing(access_key_id: &str) -> Sts {
         let key = access_key_id.to_owned();
         Sts {
-            server: Server::with_handler(move |request| answer(request, &key)),
+            server: Server::with_handler(move |request| answer(request, &key, None)),
+        }
+    }
+
+    /// Checks each request as STS does, and answers one it accepts with `response`
+    /// (built from [`credentials`], say, with a fault or a bad expiration).
+    pub fn answering(response: Response) -> Sts {
+        Sts {
+            server: Server::with_handler(move |request| {
+                answer(request, "ASIAFAKESTSACCESSKEY", Some(&response))
+            }),
         }
     }
 
@@ -43,7 +56,7 @@ impl Sts {
     }
 }
 
-fn answer(request: &Request, access_key_id: &str) -> Response {
+fn answer(request: &Request, access_key_id: &str, fixed: Option<&Response>) -> Response {
     let body = &request.body;
     if form(body, "Action").as_deref() != Some("AssumeRoleWithWebIdentity") {
         return error(400, "InvalidAction", "Could not find operation");
@@ -66,12 +79,28 @@ fn answer(request: &Request, access_key_id: &str) -> Response {
                 now()
             ),
         ),
-        Some(_) => {
-            let mut response = Response::json(200, success(&role, access_key_id));
-            response.headers = vec![("content-type", "text/xml".to_owned())];
-            response
-        }
+        Some(_) => match fixed {
+            Some(response) => response.clone(),
+            None => credentials_for(&role, access_key_id, "2099-01-01T00:00:00Z"),
+        },
     }
+}
+
+/// A successful AssumeRoleWithWebIdentity answer holding [`SECRET_ACCESS_KEY`] and
+/// [`SESSION_TOKEN`], which expire at `expiration` (as STS writes it, or
+/// [`BAD_EXPIRATION`]).
+pub fn credentials(expiration: &str) -> Response {
+    credentials_for(
+        "arn:aws:iam::000000000000:role/secret-sidecar",
+        "ASIAFAKESTSACCESSKEY",
+        expiration,
+    )
+}
+
+fn credentials_for(role: &str, access_key_id: &str, expiration: &str) -> Response {
+    let mut response = Response::json(200, success(role, access_key_id, expiration));
+    response.headers = vec![("content-type", "text/xml".to_owned())];
+    response
 }
 
 /// The token's `exp`, if it is a JWT with three parts and a readable payload.
@@ -109,8 +138,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn success(role: &str, access_key_id: &str) -> String {
-    let expiration = "2099-01-01T00:00:00Z";
+fn success(role: &str, access_key_id: &str, expiration: &str) -> String {
     format!(
         r#"<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleWithWebIdentityResult>

@@ -134,6 +134,18 @@ fn server_config(
     Arc::new(config)
 }
 
+/// A fresh self-signed certificate for 127.0.0.1 and localhost and its key, as PEM
+/// (certificate, PKCS#8 key): a pair for a server under test to load from files.
+pub fn self_signed_pem() -> (String, String) {
+    let mut params = leaf_params(vec!["localhost".to_owned()]);
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
 /// A certificate for 127.0.0.1 and localhost that no CA signed.
 fn self_signed() -> Arc<rustls::ServerConfig> {
     let mut params = leaf_params(vec!["localhost".to_owned()]);

@@ -30,6 +30,7 @@ use aws_credential_types::provider::ProvideCredentials;
 use tracing::info;
 
 use crate::exit::Failure;
+use crate::identity::token_file;
 use crate::identity::web_token::TokenSource;
 use crate::net::{HttpConfig, certificate_error, certificate_refused, error_chain};
 pub(crate) use errors::{classify_with, common_class, credentials_class};
@@ -127,7 +128,10 @@ impl Session {
                         return certificate_error(error_chain(&err))
                             .context(format!("loading AWS credentials{}", identity_hint()));
                     }
-                    let class = credentials_class(&err).unwrap_or(Failure::Auth);
+                    let class = match credentials_class(&err).unwrap_or(Failure::Auth) {
+                        Failure::Auth if token_file_replaced(&err) => Failure::Transient,
+                        class => class,
+                    };
                     anyhow!(error_chain(&err))
                         .context(format!("loading AWS credentials{}", identity_hint()))
                         .context(class)
@@ -186,6 +190,18 @@ fn credential_source(credentials: &Credentials) -> String {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         })
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Whether aws-config failed because kubelet was replacing the projected token file it
+/// read (IRSA's, or EKS Pod Identity's): worth another attempt, unlike a missing file.
+fn token_file_replaced(err: &(dyn std::error::Error + 'static)) -> bool {
+    [
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+    ]
+    .iter()
+    .filter_map(|name| crate::env::var(name))
+    .any(|path| token_file::replaced(err, std::path::Path::new(&path)))
 }
 
 /// Names the identity inputs the environment provides (never their contents), so an

@@ -125,6 +125,15 @@ impl AdcSource {
         }
     }
 
+    /// The file an `external_account` configuration reads its subject token from.
+    pub(super) fn token_file(&self) -> Option<&std::path::Path> {
+        let AdcSource::File { details, .. } = self else {
+            return None;
+        };
+        let file = details.credential_source.as_ref()?.file.as_deref()?;
+        Some(std::path::Path::new(file))
+    }
+
     fn subject_token(&self) -> Option<String> {
         let AdcSource::File { details, .. } = self else {
             return None;

@@ -48,6 +48,7 @@ use google_cloud_secretmanager_v1::client::SecretManagerService;
 use super::{Fetched, Provider};
 use crate::exit::Failure;
 use crate::identity::google::{credentials_error, metadata_host_resolves, scrub};
+use crate::identity::token_file;
 use crate::net::{HttpConfig, MAX_RESPONSE_BYTES, ResponseTooLarge, USER_AGENT, error_chain};
 use crate::secret::SecretValue;
 use adc::AdcSource;
@@ -104,7 +105,14 @@ impl Provider for Gcp {
             .with_context(|| format!("loading Google credentials ({})", source.describe()))
             .context(Failure::Auth)?;
         let mut token = credentials.access_token().await.map_err(|err| {
-            credentials_error(&err).context(format!(
+            // kubelet replacing the projected subject token while it was read: retried.
+            let failed = match source.token_file() {
+                Some(file) if token_file::replaced(&err, file) => {
+                    anyhow!(scrub(&error_chain(&err))).context(Failure::Transient)
+                }
+                _ => credentials_error(&err),
+            };
+            failed.context(format!(
                 "getting a Google access token ({})",
                 source.describe()
             ))
