@@ -284,9 +284,9 @@ fn a_hundred_thousand_headers_are_cut_off(provider: Provider) {
 }
 
 /// The provider's answer with an extra member nested a million arrays deep (2 MB, under
-/// the size cap). No parser may recurse that far: AWS's skips unknown members up to 512
-/// levels (Secrets Manager's and Parameter Store's) and Google's keeps unknown members and stops at serde_json's 128, both an
-/// undocumented answer (exit 1, not retried); Azure's skips unknown members without
+/// the size cap). No parser may recurse that far: AWS's (Secrets Manager's and Parameter
+/// Store's) skips unknown members up to 512 levels and Google's keeps unknown members and
+/// stops at serde_json's 128, both an undocumented answer (exit 1, not retried); Azure's skips unknown members without
 /// recursing (serde's `IgnoredAny`), so its answer is read and the secret published.
 fn a_deeply_nested_answer_never_overflows_the_stack(provider: Provider) {
     let depth = 1_000_000;

@@ -39,13 +39,13 @@ pub mod localstack;
 pub mod oauth2;
 pub mod pki;
 #[cfg(feature = "aws")]
-pub mod ssm;
-#[cfg(feature = "aws")]
 pub mod pod_identity;
 pub mod process;
 pub mod projected;
 #[cfg(feature = "aws")]
 pub mod secretsmanager;
+#[cfg(feature = "aws")]
+pub mod ssm;
 #[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;
