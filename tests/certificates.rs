@@ -1,3 +1,4 @@
+#![cfg(any(feature = "aws", feature = "azure"))]
 //! Certificates stored as secrets, published as PEM key, leaf, chain or bundle (issue 18),
 //! through the real binary: PKCS#12 files without a password (as OpenSSL writes them, and
 //! as Key Vault does, with the null password) and PEM bundles, a leaf and an intermediate
