@@ -27,6 +27,8 @@ use crate::providers::aws::AwsArgs;
 use crate::providers::azure::AzureArgs;
 #[cfg(feature = "gcp")]
 use crate::providers::gcp::GcpArgs;
+#[cfg(feature = "aws")]
+use crate::providers::ssm::SsmArgs;
 #[cfg(feature = "azure")]
 pub use imds_proxy::ImdsProxyArgs;
 
@@ -45,14 +47,20 @@ pub struct Cli {
     /// A secret to publish, as [FILE=]REF; repeat for more.
     ///
     /// REF is aws://NAME_OR_ARN[?version-stage=STAGE|version-id=ID][#KEY],
+    /// ssm://NAME, ssm:///PATH/NAME or ssm://arn:aws:ssm:REGION:ACCOUNT:parameter/NAME
+    /// [?version=N|label=L][#KEY] (Parameter Store; SecureString decrypted), ssm:///PATH/
+    /// (every parameter under the path, recursively, as files in a folder named FILE),
     /// azure://VAULT/NAME[?version=VERSION][#KEY],
     /// azure://https://HOST[:PORT]/secrets/NAME[/VERSION][#KEY],
     /// gcp://PROJECT/NAME[?version=N|ALIAS][&location=REGION][#KEY] or
     /// gcp://projects/P/[locations/L/]secrets/S[/versions/V][#KEY]. #KEY publishes one
-    /// string field of a JSON secret (#password, or a JSON Pointer like #/db/password).
-    /// Per-secret parameters: format=raw|explode|base64 (explode: one file per JSON member,
-    /// in a folder named FILE), optional (skip it if it does not exist), mode=0400,
-    /// owner=UID[:GID].
+    /// field of a JSON secret (#password, or a JSON Pointer like #/db/password): a string
+    /// as it is, a number, boolean or null as its JSON text (#port -> 5432), an object or
+    /// array as compact JSON.
+    /// Per-secret parameters: format=raw|explode|base64|pem-key|pem-cert|pem-chain|pem-bundle
+    /// (explode: one file per JSON member, in a folder named FILE; pem-*: a certificate
+    /// stored as PKCS#12, raw or base64, or PEM, as its PEM private key, leaf, chain, or key
+    /// and chain), optional (skip it if it does not exist), mode=0400, owner=UID[:GID].
     /// Without FILE= the file is named after the secret: its name (for an ARN, without the
     /// random suffix), then the key, joined by '_', with characters outside [A-Za-z0-9._-]
     /// turned into '_' (aws://prod/db#password -> prod_db_password).
@@ -124,6 +132,10 @@ pub struct Cli {
     #[cfg(feature = "aws")]
     #[command(flatten)]
     pub aws: AwsArgs,
+
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    pub ssm: SsmArgs,
 
     #[cfg(feature = "gcp")]
     #[command(flatten)]

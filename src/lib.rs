@@ -27,6 +27,7 @@ pub mod cli;
 pub mod plan;
 
 // Shaping fetched values into file contents.
+pub mod certificate;
 pub mod extract;
 pub mod shape;
 

@@ -95,10 +95,15 @@ fn shape_all<'p>(plan: &'p Plan, fetched: &Results<'p>) -> Result<Vec<Shaped<'p>
             }
         };
         let context = || format!("{reference} for {}", item.file);
-        if item.format == Format::Explode {
-            for (name, value) in
-                shape::explode(reference, &received.fetched.value).with_context(context)?
-            {
+        let files = match (reference.target.is_tree(), item.format) {
+            (true, _) => Some(shape::tree(&received.fetched.value).with_context(context)?),
+            (false, Format::Explode) => {
+                Some(shape::explode(reference, &received.fetched.value).with_context(context)?)
+            }
+            (false, _) => None,
+        };
+        if let Some(files) = files {
+            for (name, value) in files {
                 outputs.push(Shaped {
                     path: format!("{}/{name}", item.file),
                     value,

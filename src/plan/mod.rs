@@ -188,6 +188,11 @@ impl Plan {
                 azure: cli.azure.clone(),
                 #[cfg(feature = "gcp")]
                 gcp: cli.gcp.clone(),
+                #[cfg(feature = "aws")]
+                ssm: crate::providers::ssm::SsmConfig {
+                    args: cli.ssm.clone(),
+                    concurrency: cli.concurrency,
+                },
             },
         })
     }

@@ -9,11 +9,15 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod aws_session;
 #[cfg(feature = "azure")]
 pub mod azure;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 mod params;
+#[cfg(feature = "aws")]
+pub mod ssm;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -98,6 +102,8 @@ pub struct Setup {
     pub azure: azure::AzureArgs,
     #[cfg(feature = "gcp")]
     pub gcp: gcp::GcpArgs,
+    #[cfg(feature = "aws")]
+    pub ssm: ssm::SsmConfig,
 }
 
 /// The provider-specific part of a reference.
@@ -109,6 +115,8 @@ pub enum Target {
     Azure(azure::AzureTarget),
     #[cfg(feature = "gcp")]
     Gcp(gcp::GcpTarget),
+    #[cfg(feature = "aws")]
+    Ssm(ssm::SsmTarget),
 }
 
 impl Target {
@@ -121,11 +129,19 @@ impl Target {
             "azure" => Ok(Target::Azure(azure::AzureTarget::parse(locator, params)?)),
             #[cfg(feature = "gcp")]
             "gcp" => Ok(Target::Gcp(gcp::GcpTarget::parse(locator, params)?)),
+            #[cfg(feature = "aws")]
+            "ssm" => Ok(Target::Ssm(ssm::SsmTarget::parse(locator, params)?)),
             #[allow(unreachable_patterns)]
             "aws" | "azure" | "gcp" => bail!(
                 "this build of secret-sidecar has no '{scheme}' provider (cargo feature '{scheme}' was off)"
             ),
-            other => bail!("unknown provider '{other}://' (expected aws://, azure:// or gcp://)"),
+            #[allow(unreachable_patterns)]
+            "ssm" => bail!(
+                "this build of secret-sidecar has no 'ssm' provider (cargo feature 'aws' was off)"
+            ),
+            other => {
+                bail!("unknown provider '{other}://' (expected aws://, ssm://, azure:// or gcp://)")
+            }
         }
     }
 
@@ -138,6 +154,19 @@ impl Target {
             Target::Azure(target) => target.short_name(),
             #[cfg(feature = "gcp")]
             Target::Gcp(target) => target.short_name(),
+            #[cfg(feature = "aws")]
+            Target::Ssm(target) => target.short_name(),
+        }
+    }
+
+    /// Whether the reference stands for a set of files rather than one value (a
+    /// Parameter Store path), which `shape::tree` publishes.
+    pub fn is_tree(&self) -> bool {
+        match self {
+            #[cfg(feature = "aws")]
+            Target::Ssm(target) => target.path,
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 }
@@ -151,6 +180,8 @@ struct ByProvider<'t> {
     azure: Vec<&'t azure::AzureTarget>,
     #[cfg(feature = "gcp")]
     gcp: Vec<&'t gcp::GcpTarget>,
+    #[cfg(feature = "aws")]
+    ssm: Vec<&'t ssm::SsmTarget>,
 }
 
 impl<'t> ByProvider<'t> {
@@ -164,9 +195,26 @@ impl<'t> ByProvider<'t> {
                 Target::Azure(target) => sorted.azure.push(target),
                 #[cfg(feature = "gcp")]
                 Target::Gcp(target) => sorted.gcp.push(target),
+                #[cfg(feature = "aws")]
+                Target::Ssm(target) => sorted.ssm.push(target),
             }
         }
         sorted
+    }
+
+    /// The run's one AWS session, when it reads from Secrets Manager or Parameter Store.
+    #[cfg(feature = "aws")]
+    async fn aws_session(&self, setup: &Setup) -> Result<Option<aws_session::Session>> {
+        let regions: Vec<Option<&str>> = (self.aws.iter().map(|t| t.region.as_deref()))
+            .chain(self.ssm.iter().map(|t| t.region.as_deref()))
+            .collect();
+        if regions.is_empty() {
+            return Ok(None);
+        }
+        let token = setup.aws.token.as_ref();
+        aws_session::Session::connect(&regions, token, &setup.http)
+            .await
+            .map(Some)
     }
 }
 
@@ -179,9 +227,12 @@ pub struct Providers {
     azure: Option<azure::Azure>,
     #[cfg(feature = "gcp")]
     gcp: Option<gcp::Gcp>,
+    #[cfg(feature = "aws")]
+    ssm: Option<ssm::Ssm>,
 }
 
 /// Connects `P` when the run has targets for it.
+#[cfg(any(feature = "azure", feature = "gcp"))]
 async fn connect<P: Provider>(
     targets: &[&P::Target],
     config: &P::Config,
@@ -190,6 +241,30 @@ async fn connect<P: Provider>(
     match targets.is_empty() {
         true => Ok(None),
         false => P::connect(targets, config, http).await.map(Some),
+    }
+}
+
+/// Connects the AWS store `P` on the run's session, when the run has targets for it.
+#[cfg(feature = "aws")]
+async fn connect_on<P, O>(
+    targets: &[&P::Target],
+    session: &Option<aws_session::Session>,
+    options: &O,
+    http: &HttpConfig,
+) -> Result<Option<P>>
+where
+    P: Provider<Config = aws_session::OnSession<O>>,
+    O: Clone,
+{
+    match session {
+        Some(session) if !targets.is_empty() => {
+            let config = aws_session::OnSession {
+                session: session.clone(),
+                options: options.clone(),
+            };
+            P::connect(targets, &config, http).await.map(Some)
+        }
+        _ => Ok(None),
     }
 }
 
@@ -207,13 +282,17 @@ impl Providers {
         setup: &Setup,
     ) -> Result<Providers> {
         let sorted = ByProvider::sort(targets);
+        #[cfg(feature = "aws")]
+        let session = sorted.aws_session(setup).await?;
         Ok(Providers {
             #[cfg(feature = "aws")]
-            aws: connect(&sorted.aws, &setup.aws, &setup.http).await?,
+            aws: connect_on(&sorted.aws, &session, &setup.aws, &setup.http).await?,
             #[cfg(feature = "azure")]
             azure: connect(&sorted.azure, &setup.azure, &setup.http).await?,
             #[cfg(feature = "gcp")]
             gcp: connect(&sorted.gcp, &setup.gcp, &setup.http).await?,
+            #[cfg(feature = "aws")]
+            ssm: connect_on(&sorted.ssm, &session, &setup.ssm, &setup.http).await?,
         })
     }
 
@@ -232,6 +311,10 @@ impl Providers {
         if let Some(gcp) = &self.gcp {
             gcp.prefetch(&sorted.gcp).await?;
         }
+        #[cfg(feature = "aws")]
+        if let Some(ssm) = &self.ssm {
+            ssm.prefetch(&sorted.ssm).await?;
+        }
         let _ = sorted;
         Ok(())
     }
@@ -246,6 +329,12 @@ impl Providers {
             #[cfg(feature = "aws")]
             Target::Aws(target) => {
                 connected(&self.aws, "AWS")?
+                    .refetch(target, last_version)
+                    .await
+            }
+            #[cfg(feature = "aws")]
+            Target::Ssm(target) => {
+                connected(&self.ssm, "Parameter Store")?
                     .refetch(target, last_version)
                     .await
             }
@@ -274,6 +363,8 @@ impl Providers {
         };
         #[cfg(feature = "aws")]
         consider(self.aws.as_ref().and_then(Provider::renew_by));
+        #[cfg(feature = "aws")]
+        consider(self.ssm.as_ref().and_then(Provider::renew_by));
         #[cfg(feature = "azure")]
         consider(self.azure.as_ref().and_then(Provider::renew_by));
         #[cfg(feature = "gcp")]
@@ -290,6 +381,8 @@ impl Providers {
             Target::Azure(target) => connected(&self.azure, "Azure")?.fetch(target).await,
             #[cfg(feature = "gcp")]
             Target::Gcp(target) => connected(&self.gcp, "GCP")?.fetch(target).await,
+            #[cfg(feature = "aws")]
+            Target::Ssm(target) => connected(&self.ssm, "Parameter Store")?.fetch(target).await,
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod localstack;
 pub mod netns;
 #[cfg(feature = "aws")]
 pub mod oauth2;
+pub mod pki;
 #[cfg(feature = "aws")]
 pub mod pod_identity;
 pub mod process;
@@ -48,6 +49,8 @@ pub mod projected;
 pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod secretsmanager;
+#[cfg(feature = "aws")]
+pub mod ssm;
 #[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;
