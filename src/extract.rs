@@ -164,9 +164,49 @@ fn compact(json: &[u8]) -> Vec<u8> {
     out
 }
 
+/// How deep objects and arrays may nest: serde_json's own limit for a `Value`. Reading
+/// into a [`RawValue`] skips nested values without that limit, so it is checked first.
+const MAX_DEPTH: usize = 128;
+
 /// The secret as one raw JSON document, checked whole, borrowed rather than copied.
 fn parse<'s>(secret: &'s SecretValue, what: &str) -> Result<&'s RawValue> {
-    serde_json::from_slice(secret.expose()).map_err(|err| malformed(&err, what))
+    let bytes = secret.expose();
+    if let Some(offset) = too_deep(bytes) {
+        return Err(anyhow!(
+            "the secret is not valid JSON (nested more than {MAX_DEPTH} levels deep at byte \
+             {offset}), so {what} cannot be read"
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|err| malformed(&err, what))
+}
+
+/// Where `bytes` first opens an object or array past [`MAX_DEPTH`], outside strings; a
+/// linear scan with no recursion, whatever the input.
+fn too_deep(bytes: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (offset, &byte) in bytes.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(offset);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// serde_json's error by category and position only: its message can quote the input.
@@ -227,6 +267,19 @@ mod tests {
 
     fn member(name: &str) -> JsonKey {
         JsonKey::Member(name.to_owned())
+    }
+
+    #[test]
+    fn nesting_past_the_limit_is_refused_before_parsing() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(too_deep(nested(MAX_DEPTH).as_bytes()), None);
+        assert_eq!(too_deep(nested(MAX_DEPTH + 1).as_bytes()), Some(MAX_DEPTH));
+        // Brackets inside strings, escaped quotes included, are text.
+        let text = format!(r#"{{"a":"{}\"{}"}}"#, "[".repeat(500), "{".repeat(500));
+        assert_eq!(too_deep(text.as_bytes()), None);
+        let deep = secret(&format!(r#"{{"a":{}}}"#, nested(MAX_DEPTH)));
+        let err = select(&deep, &member("a")).unwrap_err();
+        assert!(format!("{err:#}").contains("not valid JSON"), "{err:#}");
     }
 
     #[test]
