@@ -3,12 +3,11 @@
 //! injected command line keeps the app's files current against LocalStack.
 
 use std::fs;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 use testkit::Scratch;
-use testkit::deploy::{Invocation, binary_for, command_as, kustomize, sidecar_command};
+use testkit::deploy::{binary_for, exits_zero, kustomize, sidecar_command};
 use testkit::kubelet::{Cluster, KubeletPod};
 use testkit::localstack::Seeder;
 use testkit::refresh::{Running, wait_until};
@@ -74,17 +73,7 @@ fn a_refresh_annotation_injects_the_overlays_native_sidecar() {
 
     let kubelet = KubeletPod::start(&pod, &Cluster::default());
     let invocation = kubelet.invocation("secret-sidecar");
-    let shortened = Invocation {
-        args: invocation
-            .args
-            .iter()
-            .map(|a| match a.starts_with("--refresh=") {
-                true => "--refresh=200ms".to_owned(),
-                false => a.clone(),
-            })
-            .collect(),
-        ..invocation.clone()
-    };
+    let shortened = invocation.refreshing_every("200ms");
     let bin_dir = Scratch::tmpfs("webhook-refresh-bin");
     let binary = binary_for(testkit::binary!(), &bin_dir);
     let volume = kubelet.volume("secret-sidecar-secrets").to_owned();
@@ -95,7 +84,7 @@ fn a_refresh_annotation_injects_the_overlays_native_sidecar() {
         &static_keys(),
     ));
     // The injected startup probe's own command, the image's binary replaced by the one
-    // under test and the mount path by the volume's directory.
+    // under test and the mount path by the volume's directory (as the kubelet sees it).
     let probe: Vec<String> = injected["startupProbe"]["exec"]["command"]
         .as_array()
         .unwrap()
@@ -103,15 +92,8 @@ fn a_refresh_annotation_injects_the_overlays_native_sidecar() {
         .map(|a| a.as_str().unwrap().to_owned())
         .collect();
     let probe_passes = || {
-        command_as(&invocation.user, &binary)
-            .args(&probe[1..2])
-            .arg(format!("--output-dir={}", volume.display()))
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-            .status
-            .success()
+        let args = probe[1..].iter().map(|a| kubelet.translate(injected, a));
+        exits_zero(&invocation.user, &binary, args)
     };
     assert_eq!(probe[2], "--output-dir=/run/secrets");
     wait_until("the injected startup probe", WAIT, probe_passes);
