@@ -38,6 +38,8 @@ mod azure;
 mod identity;
 #[path = "webhook/manifests.rs"]
 mod manifests;
+#[path = "webhook/refresh.rs"]
+mod refresh;
 #[path = "webhook/server.rs"]
 mod server;
 
@@ -380,8 +382,20 @@ fn bad_annotations_are_denied_with_the_annotation_named() {
             vec!["owned by uid 0", "secret-sidecar.io/owner"],
         ),
         (
-            vec![("refresh", "5m")],
-            vec!["secret-sidecar.io/refresh", "planned"],
+            vec![("secret-db", "aws://prod/db"), ("refresh", "5 minutes")],
+            vec!["secret-sidecar.io/refresh", "not a duration"],
+        ),
+        (
+            vec![
+                ("secret-db", "aws://prod/db"),
+                ("refresh", "5m"),
+                ("refresh-max-stale", "1m"),
+            ],
+            vec!["secret-sidecar.io/refresh-max-stale", "must be longer"],
+        ),
+        (
+            vec![("secret-db", "aws://prod/db"), ("imds-proxy", "true")],
+            vec!["secret-sidecar.io/imds-proxy", "planned"],
         ),
         (vec![], vec!["asks for nothing"]),
     ] {

@@ -59,19 +59,7 @@ struct Settings {
 
 impl Settings {
     fn build(args: &RefreshArgs, plan: &Plan) -> Result<Settings> {
-        let interval = args
-            .refresh
-            .ok_or_else(|| anyhow!("--refresh is required"))?
-            .0;
-        let max_stale = args.max_stale.map(|s| s.0);
-        if let Some(limit) = max_stale
-            && limit <= interval
-        {
-            bail!(
-                "--max-stale ({limit:?}) must be longer than --refresh ({interval:?}), or the set \
-                 would be stale between two checks"
-            );
-        }
+        let (interval, max_stale) = timing(args)?;
         Ok(Settings {
             interval,
             max_stale,
@@ -80,6 +68,25 @@ impl Settings {
             notifier: Notifier::new(&args.notify, &plan.providers.http)?,
         })
     }
+}
+
+/// The interval and the staleness limit, checked together; also what the admission webhook
+/// checks a pod's refresh annotations with, so that it denies what this mode would refuse.
+pub fn timing(args: &RefreshArgs) -> Result<(Duration, Option<Duration>)> {
+    let interval = args
+        .refresh
+        .ok_or_else(|| anyhow!("--refresh is required"))?
+        .0;
+    let max_stale = args.max_stale.map(|s| s.0);
+    if let Some(limit) = max_stale
+        && limit <= interval
+    {
+        bail!(
+            "--max-stale ({limit:?}) must be longer than --refresh ({interval:?}), or the set \
+             would be stale between two checks"
+        );
+    }
+    Ok((interval, max_stale))
 }
 
 /// Runs until SIGTERM or SIGINT; `Ok` then, since stopping is how a sidecar ends.

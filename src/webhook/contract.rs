@@ -53,6 +53,7 @@ const FLAGS: &[&str] = &[
     "oauth2-scope",
     "oauth2-audience",
     "oauth2-client-auth",
+    "refresh",
 ];
 
 /// The other annotations (besides `secret-NAME`), each read below.
@@ -66,12 +67,12 @@ const OTHERS: &[&str] = &[
     "aws-role-arn",
     "aws-token-sidecar",
     "oauth2-client-secret-from",
+    "refresh-max-stale",
     "status",
 ];
 
 /// Names kept for the coming long-running modes; refused until this webhook injects them.
 pub const PLANNED: &[&str] = &[
-    "refresh",
     "refresh-notify-signal",
     "refresh-notify-pid-file",
     "refresh-notify-url",
@@ -111,6 +112,8 @@ pub struct Asked {
     /// Whether the app containers get a token kept fresh by a native sidecar.
     pub aws_token_sidecar: bool,
     pub oauth2_secret: Option<SecretKey>,
+    /// `refresh-max-stale`: the init container's `--max-stale`, with `refresh`.
+    pub max_stale: Option<String>,
 }
 
 /// A denial: the message names the annotation and what is wrong with it.
@@ -221,6 +224,10 @@ impl Asked {
                 self.aws_role_arn = Some(value.to_owned());
             }
             "oauth2-client-secret-from" => self.oauth2_secret = Some(secret_key(value)?),
+            "refresh-max-stale" => {
+                value.parse::<Seconds>().map_err(|e| anyhow!(e))?;
+                self.max_stale = Some(value.to_owned());
+            }
             "status" => bail!(
                 "is set by the webhook on a pod it injected; a pod without the injection must \
                  not carry it"
@@ -269,6 +276,20 @@ impl Asked {
                 ),
             ));
         }
+        if self.refreshes() && !self.publishes() {
+            return Err(deny(
+                "refresh",
+                anyhow!(
+                    "keeps published secrets current: add {PREFIX}secret-NAME or {PREFIX}config"
+                ),
+            ));
+        }
+        if self.max_stale.is_some() && !self.refreshes() {
+            return Err(deny(
+                "refresh-max-stale",
+                anyhow!("is for {PREFIX}refresh: only a refreshing container can go stale"),
+            ));
+        }
         if self.oauth2_secret.is_some() && source != Some("oauth2-client-credentials") {
             return Err(deny(
                 "oauth2-client-secret-from",
@@ -283,6 +304,11 @@ impl Asked {
         !self.secrets.is_empty() || self.config.is_some()
     }
 
+    /// Whether the init container keeps running as a native sidecar with `--refresh`.
+    pub fn refreshes(&self) -> bool {
+        self.flags.contains_key("refresh")
+    }
+
     /// The init container's arguments (after the program name).
     pub fn init_args(&self) -> Vec<String> {
         let mut args = vec![format!("--output-dir={}", self.mount_path)];
@@ -294,6 +320,9 @@ impl Asked {
         }
         for (flag, value) in &self.flags {
             args.push(format!("--{flag}={value}"));
+        }
+        if let Some(max_stale) = &self.max_stale {
+            args.push(format!("--max-stale={max_stale}"));
         }
         if self.oauth2_secret.is_some() {
             args.push(format!(
@@ -335,6 +364,10 @@ impl Asked {
                 Some(text) => Some(ConfigFile::parse(text).map_err(|err| deny("config", err))?),
                 None => None,
             };
+            if self.refreshes() {
+                crate::refresh::timing(&cli.refresh)
+                    .map_err(|err| self.denied_by_binary(&format!("{err:#}")))?;
+            }
             let place = format!("annotation {PREFIX}config");
             let plan = Plan::with_config(&cli, config.map(|c| (place.as_str(), c)))
                 .map_err(|err| self.denied_by_binary(&format!("{err:#}")))?;
@@ -375,6 +408,7 @@ impl Asked {
             &format!("{PREFIX}oauth2-client-secret-from"),
         );
         text = text.replace("--config", &format!("{PREFIX}config"));
+        text = text.replace("--max-stale", &format!("{PREFIX}refresh-max-stale"));
         for (file, reference) in &self.secrets {
             text = text.replace(
                 &format!("--secret {file}={reference}"),
@@ -404,7 +438,7 @@ fn check_flag(flag: &str, value: &str) -> Result<()> {
     }
     match flag {
         "mode" => drop(parse_mode(value)?),
-        "timeout" => drop(value.parse::<Seconds>().map_err(|e| anyhow!(e))?),
+        "timeout" | "refresh" => drop(value.parse::<Seconds>().map_err(|e| anyhow!(e))?),
         #[cfg(feature = "aws")]
         "aws-token-source" => {
             one_of::<crate::identity::options::AwsTokenSource>(value)?;

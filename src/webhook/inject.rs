@@ -93,6 +93,19 @@ pub fn inject(
         // The init container is added after any platform webhook that ran before this one:
         // give it the identity that webhook gave the pod's other containers.
         identity::inherit(pod, &mut init);
+        if asked.refreshes() {
+            // As the aws-irsa-refresh overlay: a native sidecar whose startup probe holds
+            // the app back until the first set is published, and whose liveness probe
+            // fails once the set has gone refresh-max-stale without a successful check.
+            let command = [
+                BINARY.to_owned(),
+                "--probe".to_owned(),
+                format!("--output-dir={}", asked.mount_path),
+            ];
+            init.restart_policy = Some("Always".to_owned());
+            init.startup_probe = Some(exec_probe(command.to_vec(), 1, 60));
+            init.liveness_probe = Some(exec_probe(command.to_vec(), 60, 3));
+        }
         ours.push(init);
         edits.volume(Volume {
             name: SECRETS_VOLUME.to_owned(),
@@ -118,18 +131,8 @@ pub fn inject(
         // A native sidecar: started before the app, kept running beside it; the app starts
         // once the first token is there.
         sidecar.restart_policy = Some("Always".to_owned());
-        sidecar.startup_probe = Some(Probe {
-            exec: Some(ExecAction {
-                command: Some(
-                    [BINARY, "token", "--probe", &format!("--out={TOKEN_PATH}")]
-                        .map(str::to_owned)
-                        .to_vec(),
-                ),
-            }),
-            period_seconds: Some(1),
-            failure_threshold: Some(60),
-            ..Probe::default()
-        });
+        let command = [BINARY, "token", "--probe", &format!("--out={TOKEN_PATH}")];
+        sidecar.startup_probe = Some(exec_probe(command.map(str::to_owned).to_vec(), 1, 60));
         ours.push(sidecar);
         edits.volume(Volume {
             name: TOKEN_VOLUME.to_owned(),
@@ -345,6 +348,18 @@ fn container(
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(mounts),
         ..Container::default()
+    }
+}
+
+/// A probe that runs `command` (the image has no shell) every `period` seconds.
+fn exec_probe(command: Vec<String>, period: i32, failures: i32) -> Probe {
+    Probe {
+        exec: Some(ExecAction {
+            command: Some(command),
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
     }
 }
 

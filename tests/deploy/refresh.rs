@@ -69,25 +69,7 @@ fn run_refresh(
     let volume = VolumeDir::new(deployment.volume, "refresh-volume");
     let bin_dir = Scratch::tmpfs("refresh-bin");
     let binary = binary_for(testkit::binary!(), &bin_dir);
-    let shortened = Invocation {
-        args: sidecar
-            .args
-            .iter()
-            .map(|a| match a.starts_with("--refresh=") {
-                true => "--refresh=200ms".to_owned(),
-                false => a.clone(),
-            })
-            .collect(),
-        env: sidecar
-            .env
-            .iter()
-            .map(|(n, v)| match n.as_str() {
-                "SECRET_SIDECAR_REFRESH" => (n.clone(), "200ms".to_owned()),
-                _ => (n.clone(), v.clone()),
-            })
-            .collect(),
-        ..sidecar.clone()
-    };
+    let shortened = sidecar.refreshing_every("200ms");
     let running = Running::spawn(sidecar_command(&shortened, &binary, &volume.path, identity));
     let probe_passes = || {
         command_as(&sidecar.user, &binary)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;
-use testkit::deploy::{binary_for, command_as, strings};
+use testkit::deploy::{binary_for, command_as, exits_zero, strings};
 use testkit::kubelet::{Cluster, KubeletPod};
 use testkit::localstack::Seeder;
 use testkit::webhook::{Webhook, kubectl_create, kubectl_patch};
@@ -348,14 +348,8 @@ fn an_external_idp_token_for_the_init_container_and_the_apps_sdk() {
         "the image's binary"
     );
     let probe_passes = || {
-        command_as(&invocation.user, &binary)
-            .args(probe[1..].iter().map(|a| kubelet.translate(native, a)))
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-            .status
-            .success()
+        let args = probe[1..].iter().map(|a| kubelet.translate(native, a));
+        exits_zero(&invocation.user, &binary, args)
     };
     let started = Instant::now();
     while !probe_passes() {

@@ -141,8 +141,8 @@ fn each_bad_annotation_is_named_with_what_is_wrong() {
         &["secret-sidecar.io/containers"],
     );
     denied(
-        &[("secret-db", "aws://x"), ("refresh", "5m")],
-        &["secret-sidecar.io/refresh", "planned"],
+        &[("secret-db", "aws://x"), ("imds-proxy", "true")],
+        &["secret-sidecar.io/imds-proxy", "planned"],
     );
     denied(&[("mode", "0400")], &["asks for nothing"]);
 }
@@ -275,4 +275,69 @@ fn every_annotation_is_in_the_readme_table() {
     for name in names().chain(PLANNED.iter().copied()) {
         assert!(listed(name), "{name} is not in the README table");
     }
+}
+
+#[test]
+fn refresh_becomes_the_init_containers_refresh_options() {
+    let asked = read(&[
+        ("secret-db", "aws://prod/db"),
+        ("refresh", "5m"),
+        ("refresh-max-stale", "30m"),
+    ])
+    .unwrap();
+    assert!(asked.refreshes());
+    assert_eq!(
+        asked.init_args(),
+        [
+            "--output-dir=/run/secrets",
+            "--secret=db=aws://prod/db",
+            "--refresh=5m",
+            "--max-stale=30m",
+        ]
+    );
+    assert!(!read(&[("secret-db", "aws://x")]).unwrap().refreshes());
+}
+
+#[test]
+fn refresh_annotations_are_checked_as_refresh_mode_checks_them() {
+    denied(
+        &[("secret-db", "aws://x"), ("refresh", "often")],
+        &["secret-sidecar.io/refresh", "not a duration"],
+    );
+    denied(
+        &[
+            ("secret-db", "aws://x"),
+            ("refresh", "5m"),
+            ("refresh-max-stale", "never"),
+        ],
+        &["secret-sidecar.io/refresh-max-stale", "not a duration"],
+    );
+    // refresh mode's own check, its options named as the annotations.
+    denied(
+        &[
+            ("secret-db", "aws://x"),
+            ("refresh", "5m"),
+            ("refresh-max-stale", "5m"),
+        ],
+        &[
+            "secret-sidecar.io/refresh-max-stale",
+            "must be longer than secret-sidecar.io/refresh",
+        ],
+    );
+    denied(
+        &[("secret-db", "aws://x"), ("refresh-max-stale", "30m")],
+        &[
+            "secret-sidecar.io/refresh-max-stale",
+            "secret-sidecar.io/refresh",
+        ],
+    );
+    denied(
+        &[
+            ("aws-token-sidecar", "true"),
+            ("aws-token-source", "gcp-metadata"),
+            ("aws-role-arn", "arn:aws:iam::111122223333:role/app"),
+            ("refresh", "5m"),
+        ],
+        &["secret-sidecar.io/refresh", "secret-NAME"],
+    );
 }
