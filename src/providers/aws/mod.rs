@@ -26,7 +26,6 @@ use std::collections::HashMap;
 
 use anyhow::{Context, Result, anyhow};
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::Region;
 use clap::ValueEnum;
 use futures_util::StreamExt as _;
 use tracing::debug;
@@ -127,25 +126,24 @@ impl Provider for Aws {
         _http: &HttpConfig,
     ) -> Result<Aws> {
         let session = &config.session;
-        let mut clients = HashMap::new();
-        for target in targets {
-            let region = session.region(target.region.as_deref(), &target.secret_id)?;
-            clients.entry(region.clone()).or_insert_with(|| {
-                let config = aws_sdk_secretsmanager::config::Builder::from(session.config())
-                    .region(Region::new(region))
-                    .credentials_provider(session.credentials())
+        let clients = session.clients(
+            targets
+                .iter()
+                .map(|t| (t.region.as_deref(), t.secret_id.as_str())),
+            |shared| {
+                let config = aws_sdk_secretsmanager::config::Builder::from(shared)
                     .interceptor(UserAgentSuffix)
                     .build();
                 Client::from_conf(config)
-            });
-        }
+            },
+        )?;
         Ok(Aws {
             clients,
-            default_region: session.config().region().map(|r| r.to_string()),
+            default_region: session.default_region(),
             batch: config.options.args.aws_batch,
             prefetched: RefCell::default(),
             concurrency: config.options.concurrency,
-            expires: session.credentials().expiry(),
+            expires: session.expires(),
         })
     }
 

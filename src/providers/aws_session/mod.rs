@@ -21,12 +21,15 @@ mod assume_role;
 mod errors;
 mod http;
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use anyhow::{Context as _, Result, anyhow};
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use tracing::info;
 
 use crate::exit::Failure;
@@ -156,6 +159,41 @@ impl Session {
     /// [`Session::region`], [`Session::credentials`] and [`UserAgentSuffix`] are set on it.
     pub fn config(&self) -> &SdkConfig {
         &self.shared
+    }
+
+    /// One client per region that `targets` (each its named region, or `None`, and what
+    /// to call it in an error) need. `build` makes a service's client from the session's
+    /// configuration with that region and the run's credentials already set, and adds
+    /// [`UserAgentSuffix`], which only a service's own builder takes.
+    pub fn clients<'t, C>(
+        &self,
+        targets: impl IntoIterator<Item = (Option<&'t str>, &'t str)>,
+        build: impl Fn(&SdkConfig) -> C,
+    ) -> Result<HashMap<String, C>> {
+        let mut clients = HashMap::new();
+        for (named, what) in targets {
+            if let Entry::Vacant(slot) = clients.entry(self.region(named, what)?) {
+                let config = self
+                    .shared
+                    .to_builder()
+                    .region(Region::new(slot.key().clone()))
+                    .credentials_provider(SharedCredentialsProvider::new(self.credentials()))
+                    .build();
+                slot.insert(build(&config));
+            }
+        }
+        Ok(clients)
+    }
+
+    /// The region of targets that are plain names, when the environment or profile has one.
+    pub fn default_region(&self) -> Option<String> {
+        self.default_region.clone()
+    }
+
+    /// When the run's credentials expire (static keys never do). Clients hold them as they
+    /// are, so a long-running mode reconnects before then.
+    pub fn expires(&self) -> Option<std::time::SystemTime> {
+        self.credentials.expiry()
     }
 
     /// The identity resolved for the run.

@@ -40,7 +40,6 @@ use std::io::Write;
 
 use anyhow::{Context, Result, anyhow};
 use aws_sdk_ssm::Client;
-use aws_sdk_ssm::config::Region;
 use aws_sdk_ssm::types::Parameter;
 use futures_util::StreamExt as _;
 use tracing::debug;
@@ -109,25 +108,24 @@ impl Provider for Ssm {
         _http: &HttpConfig,
     ) -> Result<Ssm> {
         let session = &config.session;
-        let mut clients = HashMap::new();
-        for target in targets {
-            let region = session.region(target.region.as_deref(), &target.name)?;
-            clients.entry(region.clone()).or_insert_with(|| {
-                let config = aws_sdk_ssm::config::Builder::from(session.config())
-                    .region(Region::new(region))
-                    .credentials_provider(session.credentials())
+        let clients = session.clients(
+            targets
+                .iter()
+                .map(|t| (t.region.as_deref(), t.name.as_str())),
+            |shared| {
+                let config = aws_sdk_ssm::config::Builder::from(shared)
                     .interceptor(UserAgentSuffix)
                     .build();
                 Client::from_conf(config)
-            });
-        }
+            },
+        )?;
         Ok(Ssm {
             clients,
-            default_region: session.config().region().map(|r| r.to_string()),
+            default_region: session.default_region(),
             batch: config.options.args.ssm_batch,
             prefetched: RefCell::default(),
             concurrency: config.options.concurrency,
-            expires: session.credentials().expiry(),
+            expires: session.expires(),
         })
     }
 
