@@ -2,7 +2,7 @@
 # non-root user.
 #
 #   docker build -t secret-sidecar:0.1.0 .
-#   docker build --build-arg FEATURES=aws -t secret-sidecar:0.1.0-aws .   # one cloud only
+#   docker build --build-arg FEATURES=aws -t secret-sidecar:0.1.0-aws .   # one cloud, no webhook
 #
 # Static with musl rather than glibc: a glibc `+crt-static` binary links, but glibc's
 # getaddrinfo still loads NSS modules at run time (the linker warns about it), and
@@ -30,10 +30,12 @@ RUN apt-get update \
 ENV CC_x86_64_unknown_linux_musl=musl-gcc
 WORKDIR /src
 
-# The provider features to build, comma-separated (see [features] in Cargo.toml). Always
-# with --no-default-features, so the image holds exactly these: all three by default, as
-# the crate's own default; "aws", "azure" or "gcp" alone for a slim single-cloud image.
-ARG FEATURES=aws,azure,gcp
+# The features to build, comma-separated (see [features] in Cargo.toml). Always with
+# --no-default-features, so the image holds exactly these: by default the crate's own
+# default, all three providers and the admission webhook (whose Deployment injects its own
+# image, so one image serves both); "aws", "azure" or "gcp" alone for a slim single-cloud
+# image without the webhook mode ("aws,webhook" to keep it).
+ARG FEATURES=aws,azure,gcp,webhook
 
 # Dependencies first, against stub sources: editing src/ then rebuilds only this crate.
 # The test kit is a workspace member that a release build never compiles, but cargo

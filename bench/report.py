@@ -14,6 +14,9 @@ tools = [
     ("teller", "teller (Rust, one GetSecretValue per secret, sequential)"),
     ("boto3", "Python boto3 script, one process"),
     ("awscli", "aws CLI, one call per secret"),
+    ("secret-sidecar-ssm", "secret-sidecar, Parameter Store (SecureString)"),
+    ("curl-ssm-batch", "one curl process, GetParameters, 10 names per call (floor)"),
+    ("curl-ssm", "one curl process, one kept-alive connection, GetParameter (floor)"),
 ]
 
 
@@ -89,15 +92,23 @@ for tool, label in tools:
         cells.append(f"{fmt_time(fastest)} ({median / fastest:.2f}×)" if fastest and median else "–")
     print(f"| {label} | " + " | ".join(cells) + " |")
 
+def ratios(ours_tool, others):
+    ours_wall, ours_cpu, _ = rows[ours_tool]
+    for tool, label in tools:
+        if tool not in others or tool not in rows:
+            continue
+        walls, cpus, _ = rows[tool]
+        parts = []
+        for k, a, b, c, d in zip(counts, ours_wall, walls, ours_cpu, cpus):
+            if a and b:
+                parts.append(f"K={k}: wall {a / b:.2f}×, CPU {c / d:.2f}×" if c and d else f"K={k}: wall {a / b:.2f}×")
+        print(f"- vs {label}: " + "; ".join(parts))
+
+
 print()
 print("Ratios (secret-sidecar ÷ other, same run):")
-ours_wall, ours_cpu, ours_rss = rows["secret-sidecar"]
-for tool, label in tools[1:]:
-    if tool not in rows:
-        continue
-    walls, cpus, _ = rows[tool]
-    parts = []
-    for k, a, b, c, d in zip(counts, ours_wall, walls, ours_cpu, cpus):
-        if a and b:
-            parts.append(f"K={k}: wall {a / b:.2f}×, CPU {c / d:.2f}×" if c and d else f"K={k}: wall {a / b:.2f}×")
-    print(f"- vs {label}: " + "; ".join(parts))
+ratios("secret-sidecar", ["curl-batch", "curl", "teller", "boto3", "awscli"])
+if "secret-sidecar-ssm" in rows:
+    print()
+    print("Parameter Store ratios (secret-sidecar reading ssm:// ÷ other, same run):")
+    ratios("secret-sidecar-ssm", ["curl-ssm-batch", "curl-ssm"])

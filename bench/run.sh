@@ -7,11 +7,16 @@
 #     binary is on PATH or named by TELLER=path; skipped with a message otherwise
 #   - one curl process with one kept-alive connection (a raw floor), GetSecretValue
 #   - one curl process, BatchGetSecretValue with 20 ids per call (the batch floor)
+# and, for Parameter Store (SecureString parameters /bench/K/i, decrypted):
+#   - secret-sidecar reading ssm:///bench/K/i
+#   - one curl process, one kept-alive connection, GetParameter per parameter (floor)
+#   - one curl process, GetParameters with 10 names per call (the batch floor)
 # Wall time with hyperfine, CPU time and peak RSS with /usr/bin/time -v, for K = 1, 10
 # and 50 secrets. Prints one Markdown table; raw results stay in bench/results/.
 #
 #   bench/run.sh                 all tools, K = 1 10 50
 #   BENCH_COUNTS="1 10" bench/run.sh
+#   BENCH_TOOLS="secret-sidecar-ssm curl-ssm-batch curl-ssm" bench/run.sh   some tools only
 #   TELLER=~/.cargo/bin/teller bench/run.sh
 #   SECRET_SIDECAR_BIN=path bench/run.sh   time that binary instead of building one
 #
@@ -75,17 +80,18 @@ trap 'rm -rf "$out"; cleanup' EXIT
 # One curl process per run, driven by a config file: one request per block, `next`
 # between them, so the connection is kept alive across requests.
 curl_config() { # $1 = output prefix, $2 = X-Amz-Target, then one JSON body per request
-    local prefix=$1 target=$2 n=0 body
+    local prefix=$1 target=$2 n=0 body service=secretsmanager
     shift 2
+    case "$target" in AmazonSSM.*) service=ssm ;; *) target="secretsmanager.$target" ;; esac
     for body in "$@"; do
         [ "$n" = 0 ] || echo next
         cat <<CFG
 silent
 output = "$out/$prefix-$n"
-aws-sigv4 = "aws:amz:us-east-1:secretsmanager"
+aws-sigv4 = "aws:amz:us-east-1:$service"
 user = "test:test"
 header = "Content-Type: application/x-amz-json-1.1"
-header = "X-Amz-Target: secretsmanager.$target"
+header = "X-Amz-Target: $target"
 data = "${body//\"/\\\"}"
 url = "$endpoint/"
 CFG
@@ -105,6 +111,19 @@ for k in $counts; do
     done
     curl_config curl GetSecretValue "${bodies[@]}" >"$results/curl-$k.args"
     curl_config batch BatchGetSecretValue "${batches[@]}" >"$results/curl-batch-$k.args"
+    # Parameter Store: the same K values as SecureString parameters /bench/K/i.
+    ssm=(); ssm_bodies=(); ssm_batches=()
+    for ((i = 0; i < k; i++)); do
+        ssm+=(--secret "s$i=ssm:///bench/$k/$i")
+        ssm_bodies+=("{\"Name\":\"/bench/$k/$i\",\"WithDecryption\":true}")
+    done
+    for ((start = 0; start < k; start += 10)); do
+        list=""
+        for ((i = start; i < k && i < start + 10; i++)); do list+="${list:+,}\"/bench/$k/$i\""; done
+        ssm_batches+=("{\"Names\":[$list],\"WithDecryption\":true}")
+    done
+    curl_config ssm AmazonSSM.GetParameter "${ssm_bodies[@]}" >"$results/curl-ssm-$k.args"
+    curl_config ssm-batch AmazonSSM.GetParameters "${ssm_batches[@]}" >"$results/curl-ssm-batch-$k.args"
     printf '%s\n' "${ids[@]}" >"$results/ids-$k"
     # teller 2.x reads one secret per map and takes its value as a JSON object; each
     # seeded secret holds {"username", "password"}, mapped to S<i>_USERNAME and
@@ -123,13 +142,16 @@ for k in $counts; do
 
     declare -A commands=(
         [secret-sidecar]="$bin --output-dir $out --log-format json ${sidecar[*]}"
+        [secret-sidecar-ssm]="$bin --output-dir $out --log-format json ${ssm[*]}"
+        [curl-ssm]="curl -K $results/curl-ssm-$k.args"
+        [curl-ssm-batch]="curl -K $results/curl-ssm-batch-$k.args"
         [curl]="curl -K $results/curl-$k.args"
         [teller]="$teller -c $results/teller-$k.yml export json"
         [curl-batch]="curl -K $results/curl-batch-$k.args"
         [boto3]="$venv/bin/python bench/boto3_fetch.py $out ${ids[*]}"
         [awscli]="sh -c 'i=0; while read -r id; do $venv/bin/aws secretsmanager get-secret-value --secret-id \$id --query SecretString --output text > $out/cli-\$i; i=\$((i+1)); done < $results/ids-$k'"
     )
-    tools=(secret-sidecar curl-batch curl boto3 awscli)
+    tools=(secret-sidecar curl-batch curl boto3 awscli secret-sidecar-ssm curl-ssm-batch curl-ssm)
     if [ -n "$teller" ]; then
         # Check once, before timing, that teller really read every secret from LocalStack.
         sh -c "${commands[teller]}" >"$out/teller.json" 2>"$results/teller-$k.check.err" || {
@@ -138,8 +160,9 @@ for k in $counts; do
         if [ "$got" != "$k" ]; then
             echo "teller exported $got of $k secrets at K=$k" >&2; exit 1
         fi
-        tools=(secret-sidecar curl-batch curl teller boto3 awscli)
+        tools=(secret-sidecar curl-batch curl teller boto3 awscli secret-sidecar-ssm curl-ssm-batch curl-ssm)
     fi
+    if [ -n "${BENCH_TOOLS:-}" ]; then read -r -a tools <<<"$BENCH_TOOLS"; fi
     for tool in "${tools[@]}"; do
         runs=40
         case "$tool" in awscli) runs=$(( k >= 50 ? 2 : (k >= 10 ? 3 : 5) )) ;; boto3) runs=5 ;; esac

@@ -1,4 +1,5 @@
-"""Create K benchmark secrets bench/K/0 .. bench/K/(K-1) in LocalStack (idempotent)."""
+"""Create K benchmark secrets bench/K/0 .. bench/K/(K-1) in LocalStack, and the same values
+as SecureString parameters /bench/K/0 .. in Parameter Store (idempotent)."""
 import sys
 
 import boto3
@@ -6,6 +7,10 @@ import boto3
 endpoint, counts = sys.argv[1], [int(k) for k in sys.argv[2:]]
 client = boto3.client(
     "secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
+    aws_access_key_id="test", aws_secret_access_key="test",
+)
+ssm = boto3.client(
+    "ssm", endpoint_url=endpoint, region_name="us-east-1",
     aws_access_key_id="test", aws_secret_access_key="test",
 )
 for k in counts:
@@ -16,3 +21,4 @@ for k in counts:
             client.create_secret(Name=name, SecretString=value)
         except client.exceptions.ResourceExistsException:
             pass
+        ssm.put_parameter(Name=f"/{name}", Value=value, Type="SecureString", Overwrite=True)

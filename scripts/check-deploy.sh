@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Static checks of the deployment artifacts. Offline once the tools are installed.
 #
-#   kubernetes-manifests/   each overlay (every directory under overlays/) rendered with
+#   kubernetes-manifests/   each overlay (every directory under overlays/), the admission
+#                           webhook's entry points (webhook/base, cert-manager,
+#                           self-managed) and its example app (webhook/example-app),
+#                           rendered with
 #                           `kubectl kustomize`, validated against the Kubernetes schemas
 #                           (strict: misspelt fields fail) for the oldest and newest
 #                           version checked, then checkov on the rendered output and on
@@ -62,8 +65,13 @@ bin="$venv/bin"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-for overlay in kubernetes-manifests/overlays/*/; do
+# The admission webhook's three entry points (its own certificate, cert-manager's, and
+# cert-manager's with --inject-irsa) and the example app are checked like the overlays;
+# its cert-manager objects have no schema here (kubernetes-validate warns),
+# tests/webhook/manifests.rs checks them against the objects they name.
+for overlay in kubernetes-manifests/overlays/*/ kubernetes-manifests/webhook/{base,cert-manager,self-managed,example-app}/; do
     name="$(basename "$overlay")"
+    case "$overlay" in kubernetes-manifests/webhook/*) name="webhook-$name" ;; esac
     say "kubernetes: $overlay"
     mkdir -p "$work/$name"
     if ! kubectl kustomize "$overlay" >"$work/$name/rendered.yaml"; then

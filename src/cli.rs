@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+mod refresh;
+
+pub use refresh::{OnRevoked, RefreshArgs};
+
 use crate::exit::HELP_TABLE;
 #[cfg(feature = "azure")]
 mod imds_proxy;
@@ -23,6 +27,8 @@ use crate::providers::aws::AwsArgs;
 use crate::providers::azure::AzureArgs;
 #[cfg(feature = "gcp")]
 use crate::providers::gcp::GcpArgs;
+#[cfg(feature = "aws")]
+use crate::providers::ssm::SsmArgs;
 #[cfg(feature = "azure")]
 pub use imds_proxy::ImdsProxyArgs;
 
@@ -41,14 +47,20 @@ pub struct Cli {
     /// A secret to publish, as [FILE=]REF; repeat for more.
     ///
     /// REF is aws://NAME_OR_ARN[?version-stage=STAGE|version-id=ID][#KEY],
+    /// ssm://NAME, ssm:///PATH/NAME or ssm://arn:aws:ssm:REGION:ACCOUNT:parameter/NAME
+    /// [?version=N|label=L][#KEY] (Parameter Store; SecureString decrypted), ssm:///PATH/
+    /// (every parameter under the path, recursively, as files in a folder named FILE),
     /// azure://VAULT/NAME[?version=VERSION][#KEY],
     /// azure://https://HOST[:PORT]/secrets/NAME[/VERSION][#KEY],
     /// gcp://PROJECT/NAME[?version=N|ALIAS][&location=REGION][#KEY] or
     /// gcp://projects/P/[locations/L/]secrets/S[/versions/V][#KEY]. #KEY publishes one
-    /// string field of a JSON secret (#password, or a JSON Pointer like #/db/password).
-    /// Per-secret parameters: format=raw|explode|base64 (explode: one file per JSON member,
-    /// in a folder named FILE), optional (skip it if it does not exist), mode=0400,
-    /// owner=UID[:GID].
+    /// field of a JSON secret (#password, or a JSON Pointer like #/db/password): a string
+    /// as it is, a number, boolean or null as its JSON text (#port -> 5432), an object or
+    /// array as compact JSON.
+    /// Per-secret parameters: format=raw|explode|base64|pem-key|pem-cert|pem-chain|pem-bundle
+    /// (explode: one file per JSON member, in a folder named FILE; pem-*: a certificate
+    /// stored as PKCS#12, raw or base64, or PEM, as its PEM private key, leaf, chain, or key
+    /// and chain), optional (skip it if it does not exist), mode=0400, owner=UID[:GID].
     /// Without FILE= the file is named after the secret: its name (for an ARN, without the
     /// random suffix), then the key, joined by '_', with characters outside [A-Za-z0-9._-]
     /// turned into '_' (aws://prod/db#password -> prod_db_password).
@@ -121,6 +133,10 @@ pub struct Cli {
     #[command(flatten)]
     pub aws: AwsArgs,
 
+    #[cfg(feature = "aws")]
+    #[command(flatten)]
+    pub ssm: SsmArgs,
+
     #[cfg(feature = "gcp")]
     #[command(flatten)]
     pub gcp: GcpArgs,
@@ -158,6 +174,9 @@ pub struct Cli {
     #[cfg(feature = "azure")]
     #[command(flatten)]
     pub azure: AzureArgs,
+
+    #[command(flatten)]
+    pub refresh: RefreshArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -191,6 +210,107 @@ pub enum Command {
     /// NET_ADMIN) sends the pod's traffic to 169.254.169.254:80 here; --probe is the
     /// startup probe. See docs/azure.md.
     ImdsProxy(ImdsProxyArgs),
+
+    #[cfg(feature = "webhook")]
+    /// Serve the Kubernetes mutating admission webhook that injects secret-sidecar into
+    /// pods labelled secret-sidecar.io/inject: "true", from their secret-sidecar.io/*
+    /// annotations.
+    ///
+    /// Answers AdmissionReview v1 requests on POST /mutate over HTTPS (the certificate and
+    /// key files are re-read when they change), with /healthz and /readyz for probes. A pod
+    /// whose annotations the init container would refuse is denied with a message naming
+    /// the annotation. Stops on SIGTERM or SIGINT after the requests in flight.
+    Webhook(WebhookArgs),
+}
+
+/// The `webhook` subcommand's options; --log-format applies too.
+#[cfg(feature = "webhook")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// The address and port to serve HTTPS on.
+    ///
+    /// Example: --listen 0.0.0.0:8443
+    #[arg(
+        long = "listen",
+        value_name = "ADDR:PORT",
+        env = "SECRET_SIDECAR_WEBHOOK_LISTEN",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub webhook_listen: std::net::SocketAddr,
+
+    /// The server certificate (PEM, with its chain), re-read when it changes.
+    ///
+    /// Example: --tls-cert-file /etc/webhook/tls/tls.crt
+    #[arg(
+        long = "tls-cert-file",
+        value_name = "FILE",
+        env = "SECRET_SIDECAR_WEBHOOK_TLS_CERT_FILE"
+    )]
+    pub webhook_tls_cert_file: PathBuf,
+
+    /// The server certificate's private key (PEM), re-read when it changes.
+    ///
+    /// Example: --tls-key-file /etc/webhook/tls/tls.key
+    #[arg(
+        long = "tls-key-file",
+        value_name = "FILE",
+        env = "SECRET_SIDECAR_WEBHOOK_TLS_KEY_FILE"
+    )]
+    pub webhook_tls_key_file: PathBuf,
+
+    /// The secret-sidecar image the injected containers run, with a tag or (better) a
+    /// digest: pods cannot choose it.
+    ///
+    /// Example: --image registry.example.com/secret-sidecar:0.1.0@sha256:...
+    #[arg(
+        long = "image",
+        value_name = "IMAGE",
+        env = "SECRET_SIDECAR_WEBHOOK_IMAGE"
+    )]
+    pub webhook_image: String,
+
+    /// For clusters without the EKS pod identity webhook: when a pod's ServiceAccount is
+    /// annotated with eks.amazonaws.com/role-arn, add what that webhook adds (a projected
+    /// token with the STS audience, AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE in every
+    /// container, the injected one included). Reads ServiceAccounts from the API server
+    /// (in-cluster credentials or KUBECONFIG; RBAC: get serviceaccounts).
+    ///
+    /// Example: --inject-irsa
+    #[arg(long = "inject-irsa", env = "SECRET_SIDECAR_WEBHOOK_INJECT_IRSA")]
+    pub webhook_inject_irsa: bool,
+
+    /// CPU request and limit of the injected containers (requests equal limits).
+    ///
+    /// Example: --cpu 100m
+    #[arg(
+        long = "cpu",
+        value_name = "QUANTITY",
+        env = "SECRET_SIDECAR_WEBHOOK_CPU",
+        default_value = "100m"
+    )]
+    pub webhook_cpu: String,
+
+    /// Memory request and limit of the injected containers (requests equal limits).
+    ///
+    /// Example: --memory 64Mi
+    #[arg(
+        long = "memory",
+        value_name = "QUANTITY",
+        env = "SECRET_SIDECAR_WEBHOOK_MEMORY",
+        default_value = "64Mi"
+    )]
+    pub webhook_memory: String,
+
+    /// The sizeLimit of the in-memory volume the secrets are published into.
+    ///
+    /// Example: --volume-size 1Mi
+    #[arg(
+        long = "volume-size",
+        value_name = "QUANTITY",
+        env = "SECRET_SIDECAR_WEBHOOK_VOLUME_SIZE",
+        default_value = "1Mi"
+    )]
+    pub webhook_volume_size: String,
 }
 
 /// The `token` subcommand's options; the --oauth2-*, --ca-file, --timeout and
@@ -289,7 +409,23 @@ pub fn unknown_env_vars(environment: impl IntoIterator<Item = String>) -> Vec<St
     unknown
 }
 
-/// A duration written as `60`, `60s`, `1500ms` or `2m`.
+/// Parses `argv` (the program name first) exactly as the binary parses its command line,
+/// but without reading any `SECRET_SIDECAR_*` variable: how the admission webhook checks
+/// the command line it gives an injected container, whatever its own environment holds.
+pub fn parse_without_env<I, T>(argv: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let no_env = |arg: clap::Arg| arg.env(None);
+    let command = Cli::command()
+        .mut_args(no_env)
+        .mut_subcommands(|sub| sub.mut_args(no_env));
+    Cli::from_arg_matches(&command.try_get_matches_from(argv)?)
+}
+
+/// A duration written as `60`, `60s`, `1500ms`, `2m` or `1h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seconds(pub Duration);
 
@@ -303,12 +439,14 @@ impl FromStr for Seconds {
             (n, 1_000)
         } else if let Some(n) = text.strip_suffix('m') {
             (n, 60_000)
+        } else if let Some(n) = text.strip_suffix('h') {
+            (n, 3_600_000)
         } else {
             (text, 1_000)
         };
         let value: u64 = number
             .parse()
-            .map_err(|_| format!("'{text}' is not a duration like 60s, 1500ms or 2m"))?;
+            .map_err(|_| format!("'{text}' is not a duration like 60s, 1500ms, 2m or 1h"))?;
         let millis = value
             .checked_mul(scale_ms)
             .filter(|ms| *ms > 0)
@@ -346,7 +484,7 @@ mod tests {
                 "--{id} help lacks an example"
             );
             // A probe flag in the environment would make the sidecar itself a probe.
-            if id.ends_with("_probe") {
+            if id.ends_with("_probe") || id == "probe" {
                 assert!(arg.get_env().is_none());
                 continue;
             }
@@ -379,6 +517,10 @@ mod tests {
     fn durations() {
         assert_eq!("60".parse::<Seconds>().unwrap().0, Duration::from_secs(60));
         assert_eq!("2m".parse::<Seconds>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "1h".parse::<Seconds>().unwrap().0,
+            Duration::from_secs(3600)
+        );
         assert_eq!(
             "1500ms".parse::<Seconds>().unwrap().0,
             Duration::from_millis(1500)

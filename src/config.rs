@@ -6,7 +6,7 @@
 //!   - ref: aws://prod/db            # required
 //!     file: db/password             # optional; derived from ref when absent
 //!     key: password                 # optional; same as ref#password
-//!     format: raw                   # optional; raw, explode or base64
+//!     format: raw                   # optional; raw, explode, base64, pem-key, pem-cert, ...
 //!     optional: false               # optional; skip the secret if it does not exist
 //!     mode: "0400"                  # optional; a quoted octal string
 //!     owner: "1000:1000"            # optional; UID[:GID]

@@ -36,32 +36,66 @@ pub type Results<'p> = HashMap<&'p Target, Result<Received>>;
 pub const MAX_TOTAL_BYTES: usize = 16 * 1024 * 1024;
 
 /// Fetches every secret of `plan`; see the module header for what fails and what is
-/// skipped. One line is logged per failed secret, in plan order; the first one's error
-/// is returned whole, so its chain (and its class tag) is reported once, as the provider
-/// wrote it.
+/// skipped.
 pub async fn everything(plan: &Plan) -> Result<Results<'_>> {
-    let policy = &plan.policy;
+    let targets = targets(plan);
+    let providers = connect(plan, &targets).await?;
+    settle(plan, read(plan, &providers, &targets, None).await?)
+}
+
+/// Each distinct target of `plan`, once, in plan order.
+pub fn targets(plan: &Plan) -> Vec<&Target> {
     let mut targets: Vec<&Target> = Vec::new();
     for reference in plan.references() {
         if !targets.contains(&&reference.target) {
             targets.push(&reference.target);
         }
     }
-    let providers = policy
+    targets
+}
+
+/// Connects the providers `targets` need, under the retry policy.
+pub async fn connect(plan: &Plan, targets: &[&Target]) -> Result<Providers> {
+    plan.policy
         .run(|| Providers::connect(targets.iter().copied(), &plan.providers))
-        .await?;
+        .await
+}
+
+/// What one read gave for each target: the secret, `None` when the provider needed no
+/// read to know it is unchanged, or the failure.
+pub type Outcomes<'p> = HashMap<&'p Target, Result<Option<Received>>>;
+
+/// Reads every target, batched reads first, `--concurrency` at a time, each under the retry
+/// policy. With `last` (what the previous read of a refresh gave) each provider is asked
+/// with the version read then, and may answer that nothing needs reading. Fails only when
+/// a batch read that must not fall back fails; each target's own failure is its outcome.
+pub async fn read<'p>(
+    plan: &'p Plan,
+    providers: &Providers,
+    targets: &[&'p Target],
+    last: Option<&Results<'p>>,
+) -> Result<Outcomes<'p>> {
+    let policy = &plan.policy;
     providers.prefetch(targets.iter().copied()).await?;
 
     let total = Cell::new(0usize);
-    let mut results: Results<'_> = stream::iter(&targets)
+    let outcomes = stream::iter(targets)
         .map(|target| {
-            let (providers, total) = (&providers, &total);
+            let (providers, total) = (providers, &total);
+            let last_version = last.map(|last| {
+                last.get(*target)
+                    .and_then(|r| r.as_ref().ok())
+                    .and_then(|r| r.fetched.version.as_deref())
+            });
             async move {
                 let started = Instant::now();
-                let result = policy
-                    .run(|| providers.fetch(target))
-                    .await
-                    .and_then(|fetched| {
+                let result = match last_version {
+                    None => policy.run(|| providers.fetch(target)).await.map(Some),
+                    Some(version) => policy.run(|| providers.fetch_again(target, version)).await,
+                };
+                let result = result.and_then(|fetched| match fetched {
+                    None => Ok(None),
+                    Some(fetched) => {
                         total.set(total.get() + fetched.value.len());
                         if total.get() > MAX_TOTAL_BYTES {
                             return Err(anyhow!(
@@ -70,14 +104,14 @@ pub async fn everything(plan: &Plan) -> Result<Results<'_>> {
                             ))
                             .context(Failure::BadData);
                         }
-                        Ok(fetched)
-                    })
-                    .map(|fetched| Received {
-                        fetched,
-                        at: SystemTime::now(),
-                        took: started.elapsed(),
-                    });
-                if let Ok(received) = &result {
+                        Ok(Some(Received {
+                            fetched,
+                            at: SystemTime::now(),
+                            took: started.elapsed(),
+                        }))
+                    }
+                });
+                if let Ok(Some(received)) = &result {
                     debug!(
                         target = ?target,
                         version = %received.fetched.version.as_deref().unwrap_or("-"),
@@ -91,7 +125,23 @@ pub async fn everything(plan: &Plan) -> Result<Results<'_>> {
         .buffered(plan.concurrency)
         .collect()
         .await;
+    Ok(outcomes)
+}
 
+/// The first read's outcomes as a run's results: every failure fails the run, except a
+/// secret that does not exist and that only optional items use. One line is logged per
+/// failed secret, in plan order; the first one's error is returned whole, so its chain
+/// (and its class tag) is reported once, as the provider wrote it.
+pub fn settle<'p>(plan: &'p Plan, outcomes: Outcomes<'p>) -> Result<Results<'p>> {
+    let mut results: Results<'p> = HashMap::with_capacity(outcomes.len());
+    for (target, outcome) in outcomes {
+        let result = outcome.and_then(|received| {
+            received
+                .ok_or_else(|| anyhow!("a first read came back without a value"))
+                .context(Failure::Internal)
+        });
+        results.insert(target, result);
+    }
     let mut first_error = None;
     for reference in plan.references() {
         let failed = matches!(&results.get(&reference.target), Some(Err(err)) if !skippable(plan, reference, err));
@@ -113,8 +163,13 @@ pub async fn everything(plan: &Plan) -> Result<Results<'_>> {
     }
 }
 
+/// The first reference of `plan` that names `target`, to say which secret an error is about.
+pub fn reference_of<'p>(plan: &'p Plan, target: &Target) -> Option<&'p SecretRef> {
+    plan.references().find(|r| &r.target == target)
+}
+
 /// Only "does not exist" is skippable, and only when nothing required uses the secret.
-fn skippable(plan: &Plan, reference: &SecretRef, err: &anyhow::Error) -> bool {
+pub fn skippable(plan: &Plan, reference: &SecretRef, err: &anyhow::Error) -> bool {
     Failure::of(err) == Failure::NotFound
         && plan
             .items

@@ -11,10 +11,12 @@ use tracing::{debug, info};
 
 use crate::cli::Cli;
 use crate::exit::Failure;
+use crate::fetch::{self, Results};
 use crate::plan::Plan;
+use crate::providers::Providers;
 use crate::publish::Publisher;
+use crate::render::{self, Rendered};
 use crate::signal::Stop;
-use crate::{fetch, render};
 
 /// Runs once, unless SIGTERM or SIGINT comes first. Publishing has no await point, so a
 /// signal lands either before it (nothing new is published) or after it (the whole set
@@ -30,16 +32,40 @@ pub async fn run(cli: &Cli) -> Result<()> {
 
 async fn run_once(cli: &Cli) -> Result<()> {
     let plan = Plan::build(cli)?;
+    let publisher = open(&plan)?;
+    publish_first(&plan, &publisher).await.map(drop)
+}
+
+/// The output directory of a checked plan, checked in turn before anything is fetched.
+pub fn open(plan: &Plan) -> Result<Publisher> {
     debug!(
         secrets = plan.references().count(),
         files = plan.items.len() + plan.aggregates.len(),
         dir = %plan.output_dir.display(),
         "plan checked"
     );
-    let publisher = Publisher::open(&plan.output_dir, plan.allow_non_tmpfs)?;
+    Publisher::open(&plan.output_dir, plan.allow_non_tmpfs)
+}
 
+/// What the first publish leaves to a mode that goes on (refresh): the connected
+/// providers, what was fetched, and the set that was published.
+pub struct Published<'p> {
+    pub providers: Providers,
+    pub fetched: Results<'p>,
+    pub rendered: Rendered<'p>,
+}
+
+/// The init run proper: fetch everything within `--timeout`, shape, publish, log. Fails
+/// closed: nothing is published unless every required secret was fetched and shaped.
+pub async fn publish_first<'p>(plan: &'p Plan, publisher: &Publisher) -> Result<Published<'p>> {
     let started = Instant::now();
-    let fetched = tokio::time::timeout(plan.timeout, fetch::everything(&plan))
+    let targets = fetch::targets(plan);
+    let everything = async {
+        let providers = fetch::connect(plan, &targets).await?;
+        let outcomes = fetch::read(plan, &providers, &targets, None).await?;
+        Ok::<_, anyhow::Error>((providers, fetch::settle(plan, outcomes)?))
+    };
+    let (providers, fetched) = tokio::time::timeout(plan.timeout, everything)
         .await
         .map_err(|_| {
             anyhow!(
@@ -49,7 +75,7 @@ async fn run_once(cli: &Cli) -> Result<()> {
         })
         .context(Failure::Transient)??;
 
-    let rendered = render::set(&plan, &fetched)?;
+    let rendered = render::set(plan, &fetched)?;
     publisher.publish(&rendered.to_publish())?;
 
     for file in &rendered.files {
@@ -71,5 +97,9 @@ async fn run_once(cli: &Cli) -> Result<()> {
         ms = started.elapsed().as_millis() as u64,
         "all secrets published"
     );
-    Ok(())
+    Ok(Published {
+        providers,
+        fetched,
+        rendered,
+    })
 }

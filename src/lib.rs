@@ -12,8 +12,11 @@ compile_error!("secret-sidecar needs at least one provider feature: aws, azure o
 #[cfg(feature = "azure")]
 pub mod imds_proxy;
 pub mod init;
+pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod token;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 // The pipeline the modes share: fetch a plan's secrets, render them into files.
 pub mod fetch;
@@ -24,6 +27,7 @@ pub mod cli;
 pub mod plan;
 
 // Shaping fetched values into file contents.
+pub mod certificate;
 pub mod extract;
 pub mod shape;
 
@@ -38,10 +42,12 @@ pub mod providers;
 pub mod identity;
 
 // Foundation: no module here uses one above.
+pub mod calls;
 pub mod env;
 pub mod exit;
 pub mod logging;
 pub mod net;
+pub mod notify;
 pub mod paths;
 pub mod publish;
 pub mod retry;

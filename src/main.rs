@@ -3,7 +3,8 @@
 //!
 //! `main` is a thin shell: parse the command line, set up logs, run the mode asked for,
 //! and turn the outcome into an exit code. Everything that can fail is in the modes
-//! (`secret_sidecar::init`, `secret_sidecar::token`, `secret_sidecar::imds_proxy`).
+//! (`secret_sidecar::init`, `secret_sidecar::token`, `secret_sidecar::refresh`,
+//! `secret_sidecar::imds_proxy`).
 
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use secret_sidecar::exit::Failure;
-use secret_sidecar::{cli, init, logging};
+use secret_sidecar::{cli, init, logging, refresh};
 
 fn main() -> ExitCode {
     // clap exits by itself: 0 for --help and --version, 2 for a malformed command line.
@@ -22,6 +23,9 @@ fn main() -> ExitCode {
         tracing::warn!("{name} is set but no option reads it (misspelt?); see --help");
     }
 
+    if cli.refresh.probe {
+        return refresh_probe(&cli);
+    }
     #[cfg(feature = "aws")]
     if let Some(cli::Command::Token(args)) = &cli.command
         && args.token_probe
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
             .map_err(|err| anyhow::Error::new(err).context("starting the async runtime"))?;
         let outcome = runtime.block_on(async {
             match &cli.command {
+                None if cli.refresh.refresh.is_some() => refresh::run(&cli).await,
                 None => init::run(&cli).await,
                 #[cfg(feature = "aws")]
                 Some(cli::Command::Token(args)) => secret_sidecar::token::run(args, &cli).await,
@@ -61,9 +66,11 @@ fn main() -> ExitCode {
                 Some(cli::Command::ImdsProxy(args)) => {
                     secret_sidecar::imds_proxy::run(args, &cli).await
                 }
-                // A Google-only build has no subcommand (token mode exchanges with AWS STS,
-                // the IMDS proxy with Entra ID).
-                #[cfg(not(any(feature = "aws", feature = "azure")))]
+                #[cfg(feature = "webhook")]
+                Some(cli::Command::Webhook(args)) => secret_sidecar::webhook::run(args).await,
+                // A Google-only build without the webhook has no subcommand (token mode
+                // exchanges with AWS STS, the IMDS proxy with Entra ID).
+                #[cfg(not(any(feature = "aws", feature = "azure", feature = "webhook")))]
                 Some(command) => match *command {},
             }
         });
@@ -109,6 +116,24 @@ fn imds_probe(args: &cli::ImdsProxyArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::warn!("IMDS proxy not ready: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--probe`: 0 while a refresh process keeps `--output-dir` current, 1 when not, with the
+/// reason on stderr.
+fn refresh_probe(cli: &cli::Cli) -> ExitCode {
+    let Some(dir) = &cli.output_dir else {
+        tracing::error!(
+            "--probe needs --output-dir, the directory the refresh process publishes to"
+        );
+        return Failure::Usage.into();
+    };
+    match refresh::probe(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::warn!("not ready: {err:#}");
             ExitCode::FAILURE
         }
     }

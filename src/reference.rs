@@ -36,6 +36,18 @@ pub enum Format {
     Explode,
     /// The value is base64 text; publish the decoded bytes.
     Base64,
+    /// A certificate (PKCS#12, raw or base64, or a PEM bundle): its private key as PEM.
+    #[serde(rename = "pem-key")]
+    PemKey,
+    /// ... its leaf certificate as PEM.
+    #[serde(rename = "pem-cert")]
+    PemCert,
+    /// ... its chain as PEM, leaf first.
+    #[serde(rename = "pem-chain")]
+    PemChain,
+    /// ... its private key, then its chain, in one PEM file.
+    #[serde(rename = "pem-bundle")]
+    PemBundle,
 }
 
 impl std::str::FromStr for Format {
@@ -46,7 +58,14 @@ impl std::str::FromStr for Format {
             "raw" => Ok(Format::Raw),
             "explode" => Ok(Format::Explode),
             "base64" => Ok(Format::Base64),
-            other => bail!("format '{other}' is not one of raw, explode, base64"),
+            "pem-key" => Ok(Format::PemKey),
+            "pem-cert" => Ok(Format::PemCert),
+            "pem-chain" => Ok(Format::PemChain),
+            "pem-bundle" => Ok(Format::PemBundle),
+            other => bail!(
+                "format '{other}' is not one of raw, explode, base64, pem-key, pem-cert, \
+                 pem-chain, pem-bundle"
+            ),
         }
     }
 }
@@ -146,6 +165,12 @@ impl SecretRef {
         let options = FileOptions::take(&mut params)?;
         let target = Target::parse(scheme, locator, &mut params)?;
         params.reject_rest()?;
+        if target.is_tree() && (key.is_some() || options.format.is_some()) {
+            bail!(
+                "'{text}' is a path: it publishes every parameter under it as a file, as \
+                 stored, so it takes no #KEY and no format"
+            );
+        }
         Ok(SecretRef {
             text: text.to_owned(),
             target,

@@ -12,7 +12,7 @@ use tracing::warn;
 use crate::exit::Failure;
 use crate::fetch::Results;
 use crate::paths::{Owner, check_collisions};
-use crate::plan::Plan;
+use crate::plan::{Aggregate, Plan};
 use crate::publish::NewFile;
 use crate::reference::{Format, SecretRef};
 use crate::secret::SecretValue;
@@ -84,16 +84,26 @@ fn shape_all<'p>(plan: &'p Plan, fetched: &Results<'p>) -> Result<Vec<Shaped<'p>
         let reference = &item.reference;
         let received = match &fetched[&reference.target] {
             Ok(received) => received,
-            Err(err) => {
+            Err(err) if item.optional => {
                 warn!(reference = %reference, file = %item.file, "optional secret skipped: {err:#}");
+                continue;
+            }
+            // Only refresh mode leaves a required secret out (--on-revoked remove).
+            Err(err) => {
+                warn!(reference = %reference, file = %item.file, "secret left out of the set: {err:#}");
                 continue;
             }
         };
         let context = || format!("{reference} for {}", item.file);
-        if item.format == Format::Explode {
-            for (name, value) in
-                shape::explode(reference, &received.fetched.value).with_context(context)?
-            {
+        let files = match (reference.target.is_tree(), item.format) {
+            (true, _) => Some(shape::tree(&received.fetched.value).with_context(context)?),
+            (false, Format::Explode) => {
+                Some(shape::explode(reference, &received.fetched.value).with_context(context)?)
+            }
+            (false, _) => None,
+        };
+        if let Some(files) = files {
+            for (name, value) in files {
                 outputs.push(Shaped {
                     path: format!("{}/{name}", item.file),
                     value,
@@ -113,6 +123,12 @@ fn shape_all<'p>(plan: &'p Plan, fetched: &Results<'p>) -> Result<Vec<Shaped<'p>
         }
     }
     for aggregate in &plan.aggregates {
+        // A first read never leaves an aggregate's secret out; refresh mode may
+        // (--on-revoked remove), and then the file goes with it.
+        if let Some(err) = missing_source(aggregate, fetched) {
+            warn!(file = %aggregate.file, "aggregate file left out of the set: {err:#}");
+            continue;
+        }
         let mut values = Vec::with_capacity(aggregate.values.len());
         for (name, reference) in &aggregate.values {
             let received = fetched[&reference.target]
@@ -166,12 +182,23 @@ fn manifest(outputs: &[Shaped<'_>], plan: &Plan, fetched: &Results<'_>) -> Resul
             })
         })
         .collect();
-    let skipped: Vec<_> = plan
-        .items
-        .iter()
-        .filter(|item| fetched[&item.reference.target].is_err())
-        .map(|item| json!({"reference": item.reference.text, "file": item.file, "reason": "not found (optional)"}))
-        .collect();
+    let mut skipped: Vec<_> = Vec::new();
+    for item in &plan.items {
+        if let Err(err) = &fetched[&item.reference.target] {
+            let reason = match item.optional {
+                true => "not found (optional)",
+                false => Failure::of(err).label(),
+            };
+            skipped.push(
+                json!({"reference": item.reference.text, "file": item.file, "reason": reason}),
+            );
+        }
+    }
+    for aggregate in &plan.aggregates {
+        if let Some(err) = missing_source(aggregate, fetched) {
+            skipped.push(json!({"file": aggregate.file, "reason": Failure::of(err).label()}));
+        }
+    }
     let document = json!({
         "version": 1,
         "published_at": rfc3339(SystemTime::now()),
@@ -181,6 +208,30 @@ fn manifest(outputs: &[Shaped<'_>], plan: &Plan, fetched: &Results<'_>) -> Resul
     let mut text = serde_json::to_vec_pretty(&document).context("writing the manifest")?;
     text.push(b'\n');
     Ok(SecretValue::new(text))
+}
+
+/// The error of the first secret `aggregate` needs that is not in `fetched`.
+fn missing_source<'f>(
+    aggregate: &Aggregate,
+    fetched: &'f Results<'_>,
+) -> Option<&'f anyhow::Error> {
+    aggregate
+        .values
+        .iter()
+        .find_map(|(_, reference)| fetched[&reference.target].as_ref().err())
+}
+
+/// Whether two rendered sets publish the same files: names, bytes, modes and owners, in
+/// the same order (rendering is deterministic). The manifest is left out: it records
+/// versions and times, which change when nothing an application reads does.
+pub fn same_files(a: &Rendered<'_>, b: &Rendered<'_>) -> bool {
+    a.files.len() == b.files.len()
+        && a.files.iter().zip(&b.files).all(|(a, b)| {
+            a.path == b.path
+                && a.mode == b.mode
+                && a.owner == b.owner
+                && a.value.expose() == b.value.expose()
+        })
 }
 
 fn rfc3339(at: SystemTime) -> String {

@@ -142,6 +142,42 @@ pub fn equal_jitter(bound: Duration) -> Duration {
     half + full_jitter(half)
 }
 
+/// The waits of a long-running mode after failed cycles (token mode's refreshes, refresh
+/// mode's re-reads): `first`, doubling with each failure in a row up to `max`, each drawn
+/// with equal jitter, so a fleet that failed together does not retry in step and a loop
+/// that keeps failing never spins. A success starts it over.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            first,
+            max,
+            failures: 0,
+        }
+    }
+
+    /// Counts one more failure and returns how long to wait before the next attempt.
+    pub fn failed(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        equal_jitter(backoff_bound(self.first, self.max, self.failures))
+    }
+
+    pub fn succeeded(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Failures in a row since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +257,15 @@ mod tests {
             let wait = equal_jitter(backoff_bound(first, max, attempt));
             assert!(wait >= first / 2 && wait <= max, "{attempt}: {wait:?}");
         }
+        let mut backoff = Backoff::new(first, max);
+        for failures in 1..40 {
+            let wait = backoff.failed();
+            assert!(wait >= first / 2 && wait <= max, "{failures}: {wait:?}");
+        }
+        assert_eq!(backoff.failures(), 39);
+        assert!(backoff.failed() >= max / 2);
+        backoff.succeeded();
+        assert!(backoff.failed() <= first);
         let asked = RetryAfter(Duration::from_secs(3));
         assert_eq!(policy.delay(1, Some(&asked)), Duration::from_secs(3));
         let greedy = RetryAfter(Duration::from_secs(3600));

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use zeroize::Zeroizing;
 
 pub struct SecretValue(Zeroizing<Vec<u8>>);
@@ -28,6 +30,28 @@ impl SecretValue {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// The bytes `text` encodes in base64: standard or URL-safe alphabet, padded or not,
+    /// with line breaks and spaces ignored (as PEM-style wrapped keystores have them).
+    /// `None` when it is not base64.
+    pub fn from_base64(text: &[u8]) -> Option<SecretValue> {
+        let compact: Zeroizing<Vec<u8>> = Zeroizing::new(
+            text.iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect(),
+        );
+        let lenient =
+            GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+        [base64::alphabet::STANDARD, base64::alphabet::URL_SAFE]
+            .iter()
+            .find_map(|alphabet| {
+                GeneralPurpose::new(alphabet, lenient)
+                    .decode(&*compact)
+                    .ok()
+            })
+            .map(SecretValue::new)
     }
 
     /// Borrows the bytes. Callers must not log, format or copy them outside zeroizing memory.

@@ -7,9 +7,9 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
-use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
+use crate::certificate::{self, Part};
 use crate::exit::Failure;
 use crate::extract;
 use crate::paths::validate_file;
@@ -36,10 +36,15 @@ pub fn value(reference: &SecretRef, fetched: &SecretValue) -> Result<SecretValue
         Some(key) => extract::select(fetched, key)?,
         None => SecretValue::new(fetched.expose().to_vec()),
     };
-    match reference.options.format.unwrap_or_default() {
-        Format::Base64 => decode_base64(&selected).context(Failure::BadData),
-        Format::Raw | Format::Explode => Ok(selected),
-    }
+    let part = match reference.options.format.unwrap_or_default() {
+        Format::Base64 => return decode_base64(&selected).context(Failure::BadData),
+        Format::Raw | Format::Explode => return Ok(selected),
+        Format::PemKey => Part::Key,
+        Format::PemCert => Part::Certificate,
+        Format::PemChain => Part::Chain,
+        Format::PemBundle => Part::Bundle,
+    };
+    certificate::convert(&selected, part).context(Failure::BadData)
 }
 
 /// The files of an exploded secret: `(member name, bytes)`, names checked as file names.
@@ -60,25 +65,25 @@ pub fn explode(reference: &SecretRef, fetched: &SecretValue) -> Result<Vec<(Stri
     Ok(members)
 }
 
-/// Standard or URL-safe alphabet, padded or not, with line breaks and spaces ignored (as
-/// PEM-style wrapped keystores have them).
-fn decode_base64(value: &SecretValue) -> Result<SecretValue> {
-    let compact: Zeroizing<Vec<u8>> = Zeroizing::new(
-        value
-            .expose()
-            .iter()
-            .copied()
-            .filter(|b| !b.is_ascii_whitespace())
-            .collect(),
-    );
-    let lenient =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    for alphabet in [base64::alphabet::STANDARD, base64::alphabet::URL_SAFE] {
-        if let Ok(bytes) = GeneralPurpose::new(&alphabet, lenient).decode(&*compact) {
-            return Ok(SecretValue::new(bytes));
-        }
+/// The files of a set of values under a path (a Parameter Store path, which the provider
+/// hands over as one JSON object of relative names): `(relative path, bytes)`, each path
+/// checked by the file-name rules, so a name with `..`, a control character or a
+/// component the publisher reserves is refused (exit 7) rather than written.
+pub fn tree(fetched: &SecretValue) -> Result<Vec<(String, SecretValue)>> {
+    let files = extract::members(fetched, None)?;
+    for (name, _) in &files {
+        validate_file(name)
+            .with_context(|| format!("parameter '{}' cannot be a file name", name.escape_debug()))
+            .context(Failure::BadData)?;
     }
-    bail!("format=base64, but the value is not valid base64")
+    Ok(files)
+}
+
+fn decode_base64(value: &SecretValue) -> Result<SecretValue> {
+    match SecretValue::from_base64(value.expose()) {
+        Some(bytes) => Ok(bytes),
+        None => bail!("format=base64, but the value is not valid base64"),
+    }
 }
 
 /// Renders an aggregate file from `(name, value)` pairs. For templates, a value that is a
@@ -177,6 +182,8 @@ fn environment() -> minijinja::Environment<'static> {
     // The output is a config file, not HTML.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_fuel(Some(TEMPLATE_FUEL));
+    env.add_filter("b64encode", b64encode);
+    env.add_filter("b64decode", b64decode);
     if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
         .keep_trailing_newline(true)
         .build()
@@ -184,6 +191,29 @@ fn environment() -> minijinja::Environment<'static> {
         env.set_syntax(syntax);
     }
     env
+}
+
+/// What the base64 filters say when they fail: fixed text, never the value, so it is
+/// shown although a failed operation's detail otherwise is not (see [`describe`]).
+const NOT_BASE64: &str = "b64decode: the value is not base64";
+const NOT_TEXT: &str = "b64decode: the decoded bytes are not UTF-8 text";
+
+/// `{{ value | b64encode }}`: standard base64 with padding (a `.dockerconfigjson`'s
+/// `auth`, an HTTP Basic header). Numbers and booleans are encoded as they print.
+fn b64encode(value: &minijinja::Value) -> String {
+    base64::engine::general_purpose::STANDARD.encode(value.to_string())
+}
+
+/// `{{ value | b64decode }}`: base64 as `format=base64` reads it (standard or URL-safe,
+/// padded or not, line breaks ignored), to UTF-8 text.
+fn b64decode(value: &str) -> Result<String, minijinja::Error> {
+    let invalid = |text| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, text);
+    let bytes = SecretValue::from_base64(value.as_bytes()).ok_or_else(|| invalid(NOT_BASE64))?;
+    String::from_utf8(bytes.expose().to_vec()).map_err(|err| {
+        let mut bytes = err.into_bytes();
+        bytes.zeroize();
+        invalid(NOT_TEXT)
+    })
 }
 
 /// Compiles a template without rendering it, so syntax errors are usage errors. The
@@ -259,7 +289,11 @@ fn describe(err: &minijinja::Error, compiling: bool) -> String {
             | Kind::MissingArgument
             | Kind::TooManyArguments
     );
-    if let Some(detail) = err.detail().filter(|_| compiling || names_only) {
+    let ours = |detail: &str| [NOT_BASE64, NOT_TEXT].contains(&detail);
+    if let Some(detail) = err
+        .detail()
+        .filter(|detail| compiling || names_only || ours(detail))
+    {
         text.push_str(": ");
         text.push_str(detail);
     }
@@ -386,6 +420,28 @@ mod tests {
             AggregateKind::Template("{% for a in range(30000) %}{{ db }}{% endfor %}".into());
         let err = render(&huge, &[("db", &"x".repeat(100))]).unwrap_err();
         assert!(format!("{err:#}").contains("larger than"), "{err:#}");
+    }
+
+    #[test]
+    fn templates_encode_and_decode_base64_and_fail_without_quoting() {
+        let kind = AggregateKind::Template(
+            "{{ (user ~ ':' ~ pw) | b64encode }} {{ packed | b64decode }} {{ 5432 | b64encode }}"
+                .into(),
+        );
+        let out = render(
+            &kind,
+            &[("user", "app"), ("pw", "p:w é"), ("packed", "aGkg8J+Riw")],
+        )
+        .unwrap();
+        assert_eq!(out, "YXBwOnA6dyDDqQ== hi \u{1f44b} NTQzMg==");
+
+        for (bad, says) in [("sentinel-not-b64!", NOT_BASE64), ("/w==", NOT_TEXT)] {
+            let decode = AggregateKind::Template("{{ v | b64decode }}".into());
+            let err = render(&decode, &[("v", bad)]).unwrap_err();
+            assert_eq!(Failure::of(&err), Failure::BadData);
+            let text = format!("{err:#}");
+            assert!(text.contains(says) && !text.contains(bad), "{text}");
+        }
     }
 
     #[test]

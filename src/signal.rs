@@ -30,4 +30,14 @@ impl Stop {
             _ => std::future::pending().await,
         }
     }
+
+    /// Runs `work` unless a stop signal comes first, in which case `work` is dropped where
+    /// it waits and the signal's name is returned. Work that must not be cut short (a
+    /// publish) has no await point, so it is never interrupted half-way.
+    pub async fn or_stop<T>(&mut self, work: impl Future<Output = T>) -> Result<T, &'static str> {
+        tokio::select! {
+            value = work => Ok(value),
+            signal = self.recv() => Err(signal),
+        }
+    }
 }

@@ -24,7 +24,7 @@ use crate::identity::web_token::{TokenSource, WebToken, jwt_expiry};
 use crate::net::{CaBundle, HttpConfig};
 use crate::paths::{Owner, parse_mode, parse_owner, validate_file};
 use crate::publish::{NewFile, Publisher};
-use crate::retry::{self, Policy};
+use crate::retry::{Backoff, Policy};
 use crate::signal::Stop;
 
 /// The share of a token's lifetime after which it is replaced.
@@ -108,28 +108,28 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
     check_own_directory(&plan.dir, &plan.name).context(Failure::Output)?;
 
     let mut stop = Stop::listen();
-    let first = tokio::select! {
-        first = first_token(&plan) => first?,
-        signal = stop.recv() => {
-            return Err(anyhow!("stopped by {signal} before the first token was published"))
-                .context(Failure::Interrupted);
+    let first = match stop.or_stop(first_token(&plan)).await {
+        Ok(first) => first?,
+        Err(signal) => {
+            return Err(anyhow!(
+                "stopped by {signal} before the first token was published"
+            ))
+            .context(Failure::Interrupted);
         }
     };
     let mut expires = publish(&plan, &output, &first)?;
     drop(first);
 
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    let mut wait = refresh_delay(expires);
     loop {
-        let wait = match failures {
-            0 => refresh_delay(expires),
-            n => retry_delay(n),
-        };
-        let attempt = tokio::select! {
-            attempt = async {
-                tokio::time::sleep(wait).await;
-                tokio::time::timeout(plan.http.attempt_timeout, plan.source.obtain(&plan.http)).await
-            } => attempt,
-            signal = stop.recv() => {
+        let attempt = stop.or_stop(async {
+            tokio::time::sleep(wait).await;
+            tokio::time::timeout(plan.http.attempt_timeout, plan.source.obtain(&plan.http)).await
+        });
+        let attempt = match attempt.await {
+            Ok(attempt) => attempt,
+            Err(signal) => {
                 info!("stopped by {signal}; the last token stays in place");
                 return Ok(());
             }
@@ -141,13 +141,14 @@ pub async fn run(args: &TokenArgs, cli: &Cli) -> Result<()> {
         match result {
             Ok(next) => {
                 expires = next;
-                failures = 0;
+                backoff.succeeded();
+                wait = refresh_delay(expires);
             }
             Err(err) => {
-                failures += 1;
+                wait = backoff.failed();
                 let left = expires.checked_duration_since(Instant::now());
                 warn!(
-                    failures,
+                    failures = backoff.failures(),
                     class = Failure::of(&err).label(),
                     token_left_s = left.map(|d| d.as_secs()),
                     "refreshing the token failed; keeping the last good one: {err:#}"
@@ -200,10 +201,6 @@ fn publish(plan: &TokenPlan, output: &Publisher, token: &WebToken) -> Result<Ins
 fn refresh_delay(expires: Instant) -> Duration {
     let left = expires.saturating_duration_since(Instant::now());
     left.mul_f64(REFRESH_AT).max(MIN_REFRESH)
-}
-
-fn retry_delay(failures: u32) -> Duration {
-    retry::equal_jitter(retry::backoff_bound(RETRY_FIRST, RETRY_MAX, failures))
 }
 
 /// Publishing replaces the whole set in the directory, so a token sharing it with other
@@ -268,13 +265,5 @@ mod tests {
         let wait = refresh_delay(in_ten);
         assert!(wait <= Duration::from_secs(8) && wait > Duration::from_millis(7_900));
         assert_eq!(refresh_delay(Instant::now()), MIN_REFRESH);
-        for failures in 1..40 {
-            let wait = retry_delay(failures);
-            assert!(
-                wait >= RETRY_FIRST / 2 && wait <= RETRY_MAX,
-                "{failures}: {wait:?}"
-            );
-        }
-        assert!(retry_delay(30) >= RETRY_MAX / 2);
     }
 }

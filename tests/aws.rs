@@ -273,7 +273,7 @@ fn sentinel_never_reaches_any_output_even_at_trace_level() {
 
     // Failure paths print errors; they must not carry the value either.
     let failing = Scratch::tmpfs("leak-fail");
-    for key in ["#n", "#missing"] {
+    for key in ["#/k/deeper", "#missing"] {
         let run = trace(
             sidecar(&failing)
                 .arg("--secret")

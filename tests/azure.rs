@@ -210,7 +210,7 @@ fn sentinel_and_tokens_never_reach_any_output_even_at_trace_level() {
 
     // Failures print errors; they carry neither the value nor a token.
     let failing = Scratch::tmpfs("az-leak-fail");
-    for key in ["#n", "#missing"] {
+    for key in ["#/k/deeper", "#missing"] {
         sidecar(&azure, &failing)
             .env("RUST_LOG", "trace")
             .arg("--secret")

@@ -86,6 +86,8 @@ fn identity_says(provider: Provider) -> &'static str {
         Provider::Azure => "Azure identity loaded credential=WorkloadIdentity",
         #[cfg(feature = "gcp")]
         Provider::Gcp => "GCP identity loaded source=metadata-server",
+        #[cfg(feature = "aws")]
+        Provider::Ssm => "AWS identity loaded source=EnvironmentVariable",
     }
 }
 
@@ -98,6 +100,8 @@ fn not_found_says(provider: Provider) -> &'static str {
         Provider::Azure => "HTTP 404 SecretNotFound: A secret with (name/id) absent was not found",
         #[cfg(feature = "gcp")]
         Provider::Gcp => "not found or has no versions",
+        #[cfg(feature = "aws")]
+        Provider::Ssm => "ParameterNotFound",
     }
 }
 
@@ -116,6 +120,11 @@ fn denied_says(provider: Provider) -> &'static [&'static str] {
         ],
         #[cfg(feature = "gcp")]
         Provider::Gcp => &["PERMISSION_DENIED", "secretmanager.versions.access"],
+        #[cfg(feature = "aws")]
+        Provider::Ssm => &[
+            "service error: AccessDeniedException: User: ",
+            "ssm:GetParameter",
+        ],
     }
 }
 
@@ -129,6 +138,9 @@ fn malformed_says(provider: Provider) -> &'static str {
         // The parser's details could quote the body, so the provider withholds them.
         #[cfg(feature = "gcp")]
         Provider::Gcp => "the response could not be parsed",
+        // Parameter Store's client reads answers by schema: it names what did not fit.
+        #[cfg(feature = "aws")]
+        Provider::Ssm => "type mismatch: expected integer",
     }
 }
 
@@ -251,7 +263,8 @@ fn a_binary_secret_is_published_byte_exact(provider: Provider) {
 fn json_keys_and_pointers_are_published_from_one_read(provider: Provider) {
     let mut service = Service::start(provider);
     let password = format!("{SENTINEL} \"w0rd\"\n");
-    let json = serde_json::json!({"username": "app", "password": password, "db": {"port": "5432"}});
+    // A number is published as its JSON text (issue 18: an RDS secret's port).
+    let json = serde_json::json!({"username": "app", "password": password, "db": {"port": 5432}});
     service.put("db", &json.to_string());
     let reference = service.reference("db");
     let out = Scratch::tmpfs("conformance-json");
@@ -289,10 +302,10 @@ fn a_key_the_value_lacks_exits_7_and_publishes_nothing(provider: Provider) {
     let (db, plain) = (service.reference("db"), service.reference("plain"));
     let out = Scratch::tmpfs("conformance-bad-key");
 
-    // A missing member, a member that is no string, a value that is no JSON at all.
+    // A missing member, a pointer through a string, a value that is no JSON at all.
     for bad in [
         format!("{db}#missing"),
-        format!("{db}#port"),
+        format!("{db}#/password/x"),
         format!("{plain}#password"),
     ] {
         let secrets = [format!("ok={db}#password"), format!("bad={bad}")];
@@ -397,6 +410,18 @@ mod aws_localstack {
 #[cfg(feature = "aws")]
 mod aws_wire {
     const PROVIDER: testkit::faults::Provider = testkit::faults::Provider::Aws;
+    scripted_rows!();
+}
+
+#[cfg(feature = "aws")]
+mod ssm_localstack {
+    const PROVIDER: testkit::faults::Provider = testkit::faults::Provider::Ssm;
+    stored_rows!();
+}
+
+#[cfg(feature = "aws")]
+mod ssm_wire {
+    const PROVIDER: testkit::faults::Provider = testkit::faults::Provider::Ssm;
     scripted_rows!();
 }
 

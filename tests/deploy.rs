@@ -40,8 +40,9 @@ const GCP_WORKLOAD_IDENTITY: &str = "kubernetes-manifests/overlays/gcp-workload-
 const GCP_FEDERATION: &str = "kubernetes-manifests/overlays/gcp-federation";
 const GKE_TO_AWS: &str = "kubernetes-manifests/overlays/gke-to-aws";
 const EXTERNAL_IDP_TOKEN: &str = "kubernetes-manifests/overlays/external-idp-token";
+const REFRESH_OVERLAY: &str = "kubernetes-manifests/overlays/aws-irsa-refresh";
 /// Every overlay, each run by one test below.
-const OVERLAYS: [&str; 8] = [
+const OVERLAYS: [&str; 9] = [
     AWS_IRSA,
     AWS_POD_IDENTITY,
     AZURE_WORKLOAD_IDENTITY,
@@ -50,8 +51,11 @@ const OVERLAYS: [&str; 8] = [
     GCP_FEDERATION,
     GKE_TO_AWS,
     EXTERNAL_IDP_TOKEN,
+    REFRESH_OVERLAY,
 ];
 const TASK_DEFINITIONS: [&str; 2] = ["ecs-task-def/ec2.json", "ecs-task-def/fargate.json"];
+/// The rotation variant: the app waits for the sidecar's health check (tests/deploy/refresh.rs).
+const REFRESH_TASK_DEFINITION: &str = "ecs-task-def/ec2-refresh.json";
 const COMPOSE: &str = "docker-compose.yml";
 
 /// One deployment of secret-sidecar: how it runs, who reads its output, and the volume.
@@ -334,6 +338,62 @@ fn container_env(container: &Value, what: &str) -> Vec<(String, String)> {
 }
 
 /// Every workload of a rendered overlay, read as the kubelet would run it.
+/// The deployment a pod describes: `container` (a secret-sidecar in `pod`) as it is
+/// invoked, the in-memory volume it publishes into and the containers that read it.
+fn k8s_deployment(pod: &Value, container: &Value, what: &str) -> Deployment {
+    assert!(
+        container.get("command").is_none(),
+        "{what}: `command` would replace the image's entrypoint; use `args`"
+    );
+    let sidecar = Invocation {
+        what: what.to_owned(),
+        args: strings(container.get("args")),
+        env: container_env(container, what),
+        user: k8s_ids(pod, container, what),
+    };
+    let output_dir = sidecar.option("output-dir").expect("--output-dir");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"].as_str() == Some(output_dir.as_str()))
+        .unwrap_or_else(|| panic!("{what}: no volume is mounted at {output_dir}"));
+    let volume_name = str_at(mount, "/name");
+    let volume = pod_volume(pod, volume_name, what);
+    assert_eq!(
+        volume["emptyDir"]["medium"].as_str(),
+        Some("Memory"),
+        "{what}: the secrets volume must be emptyDir {{medium: Memory}}"
+    );
+    let readers = pod["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|app| {
+            let mount = app["volumeMounts"]
+                .as_array()?
+                .iter()
+                .find(|m| m["name"].as_str() == Some(volume_name))?;
+            let mut command = strings(app.get("command"));
+            command.extend(strings(app.get("args")));
+            let app_what = format!("{what} container {}", str_at(app, "/name"));
+            Some(Reader::new(
+                &app_what,
+                &command,
+                str_at(mount, "/mountPath"),
+                mount["readOnly"].as_bool() == Some(true),
+                k8s_ids(pod, app, &app_what),
+            ))
+        })
+        .collect();
+    let fs_group = pod["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
+    Deployment {
+        sidecar,
+        readers,
+        volume: Volume::EmptyDir { fs_group },
+    }
+}
+
 fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
     let objects = kustomize(overlay);
     let mut out = Vec::new();
@@ -356,32 +416,7 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             "{what}: one secret-sidecar init container"
         );
         let container = sidecars[0];
-        assert!(
-            container.get("command").is_none(),
-            "{what}: `command` would replace the image's entrypoint; use `args`"
-        );
-        let env = container_env(container, &what);
-        let sidecar = Invocation {
-            what: what.clone(),
-            args: strings(container.get("args")),
-            env,
-            user: k8s_ids(pod, container, &what),
-        };
-
-        let output_dir = sidecar.option("output-dir").expect("--output-dir");
-        let mount = container["volumeMounts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["mountPath"].as_str() == Some(output_dir.as_str()))
-            .unwrap_or_else(|| panic!("{what}: no volume is mounted at {output_dir}"));
-        let volume_name = str_at(mount, "/name");
-        let volume = pod_volume(pod, volume_name, &what);
-        assert_eq!(
-            volume["emptyDir"]["medium"].as_str(),
-            Some("Memory"),
-            "{what}: the secrets volume must be emptyDir {{medium: Memory}}"
-        );
+        let deployment = k8s_deployment(pod, container, &what);
 
         // The identity webhooks inject into every container but those named here.
         for (annotation, separator) in [
@@ -399,28 +434,6 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             );
         }
 
-        let readers = pod["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|app| {
-                let mount = app["volumeMounts"]
-                    .as_array()?
-                    .iter()
-                    .find(|m| m["name"].as_str() == Some(volume_name))?;
-                let mut command = strings(app.get("command"));
-                command.extend(strings(app.get("args")));
-                let app_what = format!("{what} container {}", str_at(app, "/name"));
-                Some(Reader::new(
-                    &app_what,
-                    &command,
-                    str_at(mount, "/mountPath"),
-                    mount["readOnly"].as_bool() == Some(true),
-                    k8s_ids(pod, app, &app_what),
-                ))
-            })
-            .collect();
-        let fs_group = pod["securityContext"]["fsGroup"].as_u64().map(|g| g as u32);
         let service_account = objects
             .iter()
             .find(|o| {
@@ -430,11 +443,7 @@ fn k8s_workloads(overlay: &str) -> Vec<K8sWorkload> {
             .clone();
         out.push(K8sWorkload {
             what,
-            deployment: Deployment {
-                sidecar,
-                readers,
-                volume: Volume::EmptyDir { fs_group },
-            },
+            deployment,
             service_account,
             template: template.clone(),
             container: container.clone(),
@@ -558,6 +567,9 @@ mod identity;
 #[path = "deploy/imds_proxy.rs"]
 mod imds_proxy;
 
+#[path = "deploy/refresh.rs"]
+mod refresh;
+
 // ---------------------------------------------------------------------------------------
 // ECS
 
@@ -590,6 +602,27 @@ fn dockerfile_volume() -> (String, u32, u32) {
     (path, ids.uid, ids.gid)
 }
 
+/// How ECS runs a container of the image: its `command` as the arguments, its
+/// `environment`, its `user`.
+fn ecs_invocation(container: &Value, what: &str) -> Invocation {
+    Invocation {
+        what: what.to_owned(),
+        args: strings(container.get("command")),
+        env: container["environment"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    str_at(e, "/name").to_owned(),
+                    str_at(e, "/value").to_owned(),
+                )
+            })
+            .collect(),
+        user: Ids::docker(str_at(container, "/user")),
+    }
+}
+
 fn ecs_deployment(path: &str) -> (Deployment, Value) {
     let task = json(path);
     let containers = task["containerDefinitions"].as_array().unwrap();
@@ -606,22 +639,7 @@ fn ecs_deployment(path: &str) -> (Deployment, Value) {
         sc.get("entryPoint").is_none(),
         "{what}: entryPoint would replace the binary; use command"
     );
-    let sidecar = Invocation {
-        what: what.clone(),
-        args: strings(sc.get("command")),
-        env: sc["environment"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                (
-                    str_at(e, "/name").to_owned(),
-                    str_at(e, "/value").to_owned(),
-                )
-            })
-            .collect(),
-        user: Ids::docker(str_at(sc, "/user")),
-    };
+    let sidecar = ecs_invocation(sc, &what);
     let output_dir = sidecar.option("output-dir").expect("--output-dir");
     let mount = sc["mountPoints"]
         .as_array()
@@ -778,7 +796,52 @@ fn compose_strings(value: &Value, what: &str) -> Vec<String> {
         .collect()
 }
 
+/// A service's `environment` map as the container sees it.
+fn compose_env(service: &Value, what: &str) -> Vec<(String, String)> {
+    service["environment"]
+        .as_object()
+        .expect("environment as a map")
+        .iter()
+        .map(|(k, v)| {
+            let value = v
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| v.to_string());
+            (k.clone(), compose_literal(&value, what))
+        })
+        .collect()
+}
+
 /// `SOURCE:TARGET[:ro]` entries of a service's volumes.
+/// The services that wait for `sidecar` to reach `condition` and read `volume_name`.
+fn compose_readers(
+    services: &serde_json::Map<String, Value>,
+    sidecar: &str,
+    condition: &str,
+    volume_name: &str,
+) -> Vec<Reader> {
+    services
+        .iter()
+        .filter(|(_, s)| s["depends_on"][sidecar]["condition"] == condition)
+        .map(|(app_name, app)| {
+            let app_what = format!("{COMPOSE} {app_name}");
+            let (_, target, read_only) = compose_mounts(app)
+                .into_iter()
+                .find(|(v, _, _)| v == volume_name)
+                .unwrap_or_else(|| panic!("{app_what}: does not mount {volume_name}"));
+            let mut command = compose_strings(&app["entrypoint"], &app_what);
+            command.extend(compose_strings(&app["command"], &app_what));
+            Reader::new(
+                &app_what,
+                &command,
+                &target,
+                read_only,
+                Ids::docker(str_at(app, "/user")),
+            )
+        })
+        .collect()
+}
+
 fn compose_mounts(service: &Value) -> Vec<(String, String, bool)> {
     strings(service.get("volumes"))
         .iter()
@@ -803,6 +866,8 @@ fn compose_secret_sidecar_service_runs_as_written() {
             s["image"]
                 .as_str()
                 .is_some_and(|i| image_parts(i).0 == "secret-sidecar")
+                // The refresh service never exits; tests/deploy/refresh.rs runs it.
+                && !strings(s.get("command")).iter().any(|a| a.starts_with("--refresh"))
         })
         .expect("a secret-sidecar service");
     let what = format!("{COMPOSE} {name}");
@@ -814,18 +879,7 @@ fn compose_secret_sidecar_service_runs_as_written() {
         service.get("entrypoint").is_none(),
         "{what}: keep the image's entrypoint"
     );
-    let env = service["environment"]
-        .as_object()
-        .expect("environment as a map")
-        .iter()
-        .map(|(k, v)| {
-            let value = v
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string());
-            (k.clone(), compose_literal(&value, &what))
-        })
-        .collect();
+    let env = compose_env(service, &what);
     let sidecar = Invocation {
         what: what.clone(),
         args: compose_strings(&service["command"], &what),
@@ -857,28 +911,12 @@ fn compose_secret_sidecar_service_runs_as_written() {
         "{what}: must depend on a running service that mounts {volume_name}"
     );
 
-    let readers = services
-        .iter()
-        .filter(|(_, s)| {
-            s["depends_on"][name.as_str()]["condition"] == "service_completed_successfully"
-        })
-        .map(|(app_name, app)| {
-            let app_what = format!("{COMPOSE} {app_name}");
-            let (_, target, read_only) = compose_mounts(app)
-                .into_iter()
-                .find(|(v, _, _)| *v == volume_name)
-                .unwrap_or_else(|| panic!("{app_what}: does not mount {volume_name}"));
-            let mut command = compose_strings(&app["entrypoint"], &app_what);
-            command.extend(compose_strings(&app["command"], &app_what));
-            Reader::new(
-                &app_what,
-                &command,
-                &target,
-                read_only,
-                Ids::docker(str_at(app, "/user")),
-            )
-        })
-        .collect();
+    let readers = compose_readers(
+        services,
+        name,
+        "service_completed_successfully",
+        &volume_name,
+    );
 
     // Compose passes static LocalStack keys; they name LocalStack's default account.
     exercise(
@@ -942,7 +980,10 @@ fn every_artifact_names_the_crate_version() {
             }
         }
     }
-    for path in TASK_DEFINITIONS {
+    for path in TASK_DEFINITIONS
+        .into_iter()
+        .chain([REFRESH_TASK_DEFINITION])
+    {
         for c in json(path)["containerDefinitions"].as_array().unwrap() {
             let image = str_at(c, "/image");
             if image_parts(image).0 == "secret-sidecar" {
@@ -969,7 +1010,7 @@ fn every_artifact_names_the_crate_version() {
         .iter()
         .map(String::as_str)
         .chain(TASK_DEFINITIONS)
-        .chain([COMPOSE]);
+        .chain([REFRESH_TASK_DEFINITION, COMPOSE]);
     for artifact in artifacts {
         assert!(
             seen.iter().any(|s| s.starts_with(artifact)),

@@ -245,6 +245,8 @@ fn an_endless_answer_leaves_memory_bounded(provider: Provider) {
         Provider::Azure => true,
         #[cfg(feature = "gcp")]
         Provider::Gcp => false,
+        #[cfg(feature = "aws")]
+        Provider::Ssm => true,
     };
     if streamed_through_the_cap {
         expect_failure(&outcome, 7, 1, Duration::from_secs(10), &out);
@@ -282,9 +284,9 @@ fn a_hundred_thousand_headers_are_cut_off(provider: Provider) {
 }
 
 /// The provider's answer with an extra member nested a million arrays deep (2 MB, under
-/// the size cap). No parser may recurse that far: AWS's skips unknown members up to 512
-/// levels and Google's keeps unknown members and stops at serde_json's 128, both an
-/// undocumented answer (exit 1, not retried); Azure's skips unknown members without
+/// the size cap). No parser may recurse that far: AWS's (Secrets Manager's and Parameter
+/// Store's) skips unknown members up to 512 levels and Google's keeps unknown members and
+/// stops at serde_json's 128, both an undocumented answer (exit 1, not retried); Azure's skips unknown members without
 /// recursing (serde's `IgnoredAny`), so its answer is read and the secret published.
 fn a_deeply_nested_answer_never_overflows_the_stack(provider: Provider) {
     let depth = 1_000_000;
@@ -298,7 +300,7 @@ fn a_deeply_nested_answer_never_overflows_the_stack(provider: Provider) {
     let outcome = run(&endpoint, &out, "20s");
     let skips_without_recursing = match provider {
         #[cfg(feature = "aws")]
-        Provider::Aws => false,
+        Provider::Aws | Provider::Ssm => false,
         #[cfg(feature = "azure")]
         Provider::Azure => true,
         #[cfg(feature = "gcp")]
@@ -527,4 +529,5 @@ for_each_provider! {
     aws: Aws if "aws";
     azure: Azure if "azure";
     gcp: Gcp if "gcp";
+    ssm: Ssm if "aws";
 }

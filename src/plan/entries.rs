@@ -11,6 +11,13 @@ use crate::shape::AggregateKind;
 /// A config entry: its fields and the reference's own `?options` may not both set a thing.
 pub(super) fn item(entry: SecretEntry, mode: u32, owner: Option<Owner>) -> Result<Item> {
     let mut reference = SecretRef::parse(&entry.reference)?;
+    if reference.target.is_tree() && (entry.key.is_some() || entry.format.is_some()) {
+        bail!(
+            "'{}' is a path: it publishes every parameter under it as a file, as stored, so \
+             it takes no key and no format",
+            entry.reference
+        );
+    }
     let twice = |what: &str| {
         anyhow!(
             "'{}' sets {what} in the reference and in the entry; give one",
@@ -87,8 +94,8 @@ pub(super) fn aggregate(entry: FileEntry, mode: u32, owner: Option<Owner>) -> Re
         if options.optional.is_some() || options.mode.is_some() || options.owner.is_some() {
             bail!("value {name}: optional, mode and owner apply to files, not to values");
         }
-        if options.format == Some(Format::Explode) {
-            bail!("value {name}: format=explode makes files, not a value");
+        if options.format == Some(Format::Explode) || reference.target.is_tree() {
+            bail!("value {name}: {text} makes files, not a value");
         }
         values.push((name, reference));
     }

@@ -80,7 +80,27 @@ impl Plan {
         Plan::build_inner(cli, &crate::env::var).context(Failure::Usage)
     }
 
+    /// The plan of a command line whose config file is given already read (`place` names
+    /// it in messages), ignoring the legacy variables: how the admission webhook checks the
+    /// init container it injects, before that container (and its file) exists.
+    pub fn with_config(cli: &Cli, config: Option<(&str, ConfigFile)>) -> Result<Plan> {
+        Plan::assemble(cli, config, &|_| None)
+    }
+
     fn build_inner(cli: &Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Plan> {
+        let place = cli.config.as_ref().map(|path| path.display().to_string());
+        let config = match &cli.config {
+            Some(path) => Some(ConfigFile::load(path)?),
+            None => None,
+        };
+        Plan::assemble(cli, place.as_deref().zip(config), env)
+    }
+
+    fn assemble(
+        cli: &Cli,
+        config: Option<(&str, ConfigFile)>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Plan> {
         let mode = parse_mode(&cli.mode).context("--mode")?;
         let owner = cli.owner.as_deref().map(parse_owner).transpose()?;
 
@@ -95,14 +115,13 @@ impl Plan {
                     .with_context(|| format!("--secret {arg}"))?,
             );
         }
-        if let Some(path) = &cli.config {
-            let config = ConfigFile::load(path)?;
+        if let Some((place, config)) = config {
             for (index, entry) in config.secrets.into_iter().enumerate() {
-                let place = format!("{} secrets[{index}]", path.display());
+                let place = format!("{place} secrets[{index}]");
                 items.push(entries::item(entry, mode, owner).with_context(|| place)?);
             }
             for (index, entry) in config.files.into_iter().enumerate() {
-                let place = format!("{} files[{index}]", path.display());
+                let place = format!("{place} files[{index}]");
                 aggregates.push(entries::aggregate(entry, mode, owner).with_context(|| place)?);
             }
         }
@@ -136,6 +155,11 @@ impl Plan {
                 .map(|a| (a.file.as_str(), "an aggregate file")),
         );
         check_collisions(&outputs)?;
+        if cli.refresh.refresh.is_none() && cli.refresh.refresh_options_given() {
+            bail!(
+                "--max-stale, --on-revoked, --metrics-addr and --notify-* work with --refresh only"
+            );
+        }
         if cli.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }
@@ -165,6 +189,11 @@ impl Plan {
                 azure: cli.azure.clone(),
                 #[cfg(feature = "gcp")]
                 gcp: cli.gcp.clone(),
+                #[cfg(feature = "aws")]
+                ssm: crate::providers::ssm::SsmConfig {
+                    args: cli.ssm.clone(),
+                    concurrency: cli.concurrency,
+                },
             },
         })
     }

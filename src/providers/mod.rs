@@ -9,11 +9,15 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod aws_session;
 #[cfg(feature = "azure")]
 pub mod azure;
 #[cfg(feature = "gcp")]
 pub mod gcp;
 mod params;
+#[cfg(feature = "aws")]
+pub mod ssm;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -64,6 +68,27 @@ pub trait Provider: Sized {
 
     /// Fetches one secret. Errors carry a [`Failure`] tag.
     async fn fetch(&self, target: &Self::Target) -> Result<Fetched>;
+
+    /// Reads one secret again, for refresh mode, knowing the version read last time
+    /// (`None` if it was not read). `Ok(None)` means the store need not be asked: the target
+    /// still names that version. The default fetches, which is right for a store that
+    /// cannot say more cheaply whether a secret changed; a provider overrides it where it
+    /// can (a pinned version's value never changes). Batched reads come from
+    /// [`Provider::prefetch`] as for a first read.
+    async fn refetch(
+        &self,
+        target: &Self::Target,
+        last_version: Option<&str>,
+    ) -> Result<Option<Fetched>> {
+        let _ = last_version;
+        self.fetch(target).await.map(Some)
+    }
+
+    /// When the identity this connection resolved stops working, for a provider whose
+    /// clients do not renew it by themselves; a long-running mode reconnects before then.
+    fn renew_by(&self) -> Option<std::time::SystemTime> {
+        None
+    }
 }
 
 /// Everything the providers take from the command line, checked once by the plan.
@@ -77,6 +102,8 @@ pub struct Setup {
     pub azure: azure::AzureArgs,
     #[cfg(feature = "gcp")]
     pub gcp: gcp::GcpArgs,
+    #[cfg(feature = "aws")]
+    pub ssm: ssm::SsmConfig,
 }
 
 /// The provider-specific part of a reference.
@@ -88,6 +115,8 @@ pub enum Target {
     Azure(azure::AzureTarget),
     #[cfg(feature = "gcp")]
     Gcp(gcp::GcpTarget),
+    #[cfg(feature = "aws")]
+    Ssm(ssm::SsmTarget),
 }
 
 impl Target {
@@ -100,11 +129,19 @@ impl Target {
             "azure" => Ok(Target::Azure(azure::AzureTarget::parse(locator, params)?)),
             #[cfg(feature = "gcp")]
             "gcp" => Ok(Target::Gcp(gcp::GcpTarget::parse(locator, params)?)),
+            #[cfg(feature = "aws")]
+            "ssm" => Ok(Target::Ssm(ssm::SsmTarget::parse(locator, params)?)),
             #[allow(unreachable_patterns)]
             "aws" | "azure" | "gcp" => bail!(
                 "this build of secret-sidecar has no '{scheme}' provider (cargo feature '{scheme}' was off)"
             ),
-            other => bail!("unknown provider '{other}://' (expected aws://, azure:// or gcp://)"),
+            #[allow(unreachable_patterns)]
+            "ssm" => bail!(
+                "this build of secret-sidecar has no 'ssm' provider (cargo feature 'aws' was off)"
+            ),
+            other => {
+                bail!("unknown provider '{other}://' (expected aws://, ssm://, azure:// or gcp://)")
+            }
         }
     }
 
@@ -117,6 +154,19 @@ impl Target {
             Target::Azure(target) => target.short_name(),
             #[cfg(feature = "gcp")]
             Target::Gcp(target) => target.short_name(),
+            #[cfg(feature = "aws")]
+            Target::Ssm(target) => target.short_name(),
+        }
+    }
+
+    /// Whether the reference stands for a set of files rather than one value (a
+    /// Parameter Store path), which `shape::tree` publishes.
+    pub fn is_tree(&self) -> bool {
+        match self {
+            #[cfg(feature = "aws")]
+            Target::Ssm(target) => target.path,
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
     }
 }
@@ -130,6 +180,8 @@ struct ByProvider<'t> {
     azure: Vec<&'t azure::AzureTarget>,
     #[cfg(feature = "gcp")]
     gcp: Vec<&'t gcp::GcpTarget>,
+    #[cfg(feature = "aws")]
+    ssm: Vec<&'t ssm::SsmTarget>,
 }
 
 impl<'t> ByProvider<'t> {
@@ -143,9 +195,30 @@ impl<'t> ByProvider<'t> {
                 Target::Azure(target) => sorted.azure.push(target),
                 #[cfg(feature = "gcp")]
                 Target::Gcp(target) => sorted.gcp.push(target),
+                #[cfg(feature = "aws")]
+                Target::Ssm(target) => sorted.ssm.push(target),
             }
         }
         sorted
+    }
+
+    /// The run's one AWS session, when it reads from Secrets Manager or Parameter Store.
+    #[cfg(feature = "aws")]
+    async fn aws_session(&self, setup: &Setup) -> Result<Option<aws_session::Session>> {
+        let regions: Vec<Option<&str>> = (self.aws.iter().map(|t| t.region.as_deref()))
+            .chain(self.ssm.iter().map(|t| t.region.as_deref()))
+            .collect();
+        if regions.is_empty() {
+            return Ok(None);
+        }
+        let token = setup.aws.token.as_ref();
+        let warm_up = |shared: &aws_config::SdkConfig| {
+            aws::warm_up(shared, &self.aws, &setup.aws);
+            ssm::warm_up(shared, &self.ssm, &setup.ssm);
+        };
+        aws_session::Session::connect(&regions, token, &setup.http, warm_up)
+            .await
+            .map(Some)
     }
 }
 
@@ -158,9 +231,12 @@ pub struct Providers {
     azure: Option<azure::Azure>,
     #[cfg(feature = "gcp")]
     gcp: Option<gcp::Gcp>,
+    #[cfg(feature = "aws")]
+    ssm: Option<ssm::Ssm>,
 }
 
 /// Connects `P` when the run has targets for it.
+#[cfg(any(feature = "azure", feature = "gcp"))]
 async fn connect<P: Provider>(
     targets: &[&P::Target],
     config: &P::Config,
@@ -169,6 +245,30 @@ async fn connect<P: Provider>(
     match targets.is_empty() {
         true => Ok(None),
         false => P::connect(targets, config, http).await.map(Some),
+    }
+}
+
+/// Connects the AWS store `P` on the run's session, when the run has targets for it.
+#[cfg(feature = "aws")]
+async fn connect_on<P, O>(
+    targets: &[&P::Target],
+    session: &Option<aws_session::Session>,
+    options: &O,
+    http: &HttpConfig,
+) -> Result<Option<P>>
+where
+    P: Provider<Config = aws_session::OnSession<O>>,
+    O: Clone,
+{
+    match session {
+        Some(session) if !targets.is_empty() => {
+            let config = aws_session::OnSession {
+                session: session.clone(),
+                options: options.clone(),
+            };
+            P::connect(targets, &config, http).await.map(Some)
+        }
+        _ => Ok(None),
     }
 }
 
@@ -186,13 +286,17 @@ impl Providers {
         setup: &Setup,
     ) -> Result<Providers> {
         let sorted = ByProvider::sort(targets);
+        #[cfg(feature = "aws")]
+        let session = sorted.aws_session(setup).await?;
         Ok(Providers {
             #[cfg(feature = "aws")]
-            aws: connect(&sorted.aws, &setup.aws, &setup.http).await?,
+            aws: connect_on(&sorted.aws, &session, &setup.aws, &setup.http).await?,
             #[cfg(feature = "azure")]
             azure: connect(&sorted.azure, &setup.azure, &setup.http).await?,
             #[cfg(feature = "gcp")]
             gcp: connect(&sorted.gcp, &setup.gcp, &setup.http).await?,
+            #[cfg(feature = "aws")]
+            ssm: connect_on(&sorted.ssm, &session, &setup.ssm, &setup.http).await?,
         })
     }
 
@@ -211,8 +315,66 @@ impl Providers {
         if let Some(gcp) = &self.gcp {
             gcp.prefetch(&sorted.gcp).await?;
         }
+        #[cfg(feature = "aws")]
+        if let Some(ssm) = &self.ssm {
+            ssm.prefetch(&sorted.ssm).await?;
+        }
         let _ = sorted;
         Ok(())
+    }
+
+    /// Reads `target` again for a refresh; see [`Provider::refetch`].
+    pub async fn fetch_again(
+        &self,
+        target: &Target,
+        last_version: Option<&str>,
+    ) -> Result<Option<Fetched>> {
+        match target {
+            #[cfg(feature = "aws")]
+            Target::Aws(target) => {
+                connected(&self.aws, "AWS")?
+                    .refetch(target, last_version)
+                    .await
+            }
+            #[cfg(feature = "aws")]
+            Target::Ssm(target) => {
+                connected(&self.ssm, "Parameter Store")?
+                    .refetch(target, last_version)
+                    .await
+            }
+            #[cfg(feature = "azure")]
+            Target::Azure(target) => {
+                connected(&self.azure, "Azure")?
+                    .refetch(target, last_version)
+                    .await
+            }
+            #[cfg(feature = "gcp")]
+            Target::Gcp(target) => {
+                connected(&self.gcp, "GCP")?
+                    .refetch(target, last_version)
+                    .await
+            }
+        }
+    }
+
+    /// The earliest time a connected provider's identity must be renewed by reconnecting.
+    pub fn renew_by(&self) -> Option<std::time::SystemTime> {
+        let mut earliest: Option<std::time::SystemTime> = None;
+        let mut consider = |at: Option<std::time::SystemTime>| {
+            if let Some(at) = at {
+                earliest = Some(earliest.map_or(at, |e| e.min(at)));
+            }
+        };
+        #[cfg(feature = "aws")]
+        consider(self.aws.as_ref().and_then(Provider::renew_by));
+        #[cfg(feature = "aws")]
+        consider(self.ssm.as_ref().and_then(Provider::renew_by));
+        #[cfg(feature = "azure")]
+        consider(self.azure.as_ref().and_then(Provider::renew_by));
+        #[cfg(feature = "gcp")]
+        consider(self.gcp.as_ref().and_then(Provider::renew_by));
+        let _ = &mut consider;
+        earliest
     }
 
     pub async fn fetch(&self, target: &Target) -> Result<Fetched> {
@@ -223,6 +385,8 @@ impl Providers {
             Target::Azure(target) => connected(&self.azure, "Azure")?.fetch(target).await,
             #[cfg(feature = "gcp")]
             Target::Gcp(target) => connected(&self.gcp, "GCP")?.fetch(target).await,
+            #[cfg(feature = "aws")]
+            Target::Ssm(target) => connected(&self.ssm, "Parameter Store")?.fetch(target).await,
         }
     }
 }

@@ -36,6 +36,7 @@
 //!   fails.
 
 mod at;
+mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -52,6 +53,7 @@ use tracing::warn;
 use crate::exit::Failure;
 use crate::paths::Owner;
 use crate::secret::SecretValue;
+pub use status::read_status;
 
 const DATA_LINK: &str = "..data";
 const DATA_LINK_TMP: &str = "..data_tmp";

@@ -451,6 +451,8 @@ struct Vault {
     denied: HashSet<String>,
     /// Name → how many more requests get a 429.
     throttled: HashMap<String, u32>,
+    /// Version → the content type of a certificate's secret (`application/x-pkcs12`).
+    certificates: HashMap<String, String>,
 }
 
 /// A Key Vault data plane that trusts only `entra`'s access token.
@@ -488,6 +490,19 @@ impl KeyVault {
             .entry(name.to_owned())
             .or_default()
             .push((version.clone(), value.to_owned()));
+        version
+    }
+
+    /// Adds a version the way Key Vault keeps a certificate behind the secret of the same
+    /// name: `value` (base64 PKCS#12 or PEM) with its `contentType`, `kid` and
+    /// `managed: true`. Returns the version's id.
+    pub fn put_certificate(&self, name: &str, value: &str, content_type: &str) -> String {
+        let version = self.put(name, value);
+        self.state
+            .lock()
+            .unwrap()
+            .certificates
+            .insert(version.clone(), content_type.to_owned());
         version
     }
 
@@ -621,22 +636,24 @@ fn data_plane(request: &Request, token: &str, challenge: &str, vault: &mut Vault
     };
     let host = request.header("host").unwrap_or_default();
     let stamp = now();
-    let mut response = json(
-        200,
-        serde_json::json!({
-            "value": value,
-            "id": format!("https://{host}/secrets/{name}/{id}"),
-            "attributes": {
-                "enabled": true,
-                "created": stamp - 60,
-                "updated": stamp - 60,
-                "recoveryLevel": "Recoverable+Purgeable",
-                "recoverableDays": 90,
-            },
-            "tags": {"owner": "secret-sidecar-tests"},
-        })
-        .to_string(),
-    );
+    let mut bundle = serde_json::json!({
+        "value": value,
+        "id": format!("https://{host}/secrets/{name}/{id}"),
+        "attributes": {
+            "enabled": true,
+            "created": stamp - 60,
+            "updated": stamp - 60,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "recoverableDays": 90,
+        },
+        "tags": {"owner": "secret-sidecar-tests"},
+    });
+    if let Some(content_type) = vault.certificates.get(id) {
+        bundle["contentType"] = content_type.clone().into();
+        bundle["kid"] = format!("https://{host}/keys/{name}/{id}").into();
+        bundle["managed"] = true.into();
+    }
+    let mut response = json(200, bundle.to_string());
     response
         .headers
         .push(("x-ms-keyvault-service-version", "1.9.2757.1".to_owned()));

@@ -3,7 +3,7 @@
 //! every provider.
 //!
 //! A row runs against the provider's store wherever the store can express it: LocalStack
-//! for AWS, the Key Vault and Entra ID fakes for Azure, the Secret Manager and metadata
+//! for AWS (Secrets Manager and Parameter Store), the Key Vault and Entra ID fakes for Azure, the Secret Manager and metadata
 //! fakes for Google. What LocalStack cannot be made to answer (access denied, throttling)
 //! comes from the scripted wire server of [`crate::faults`], and so does a malformed 200
 //! for every provider, since no store sends one.
@@ -24,7 +24,9 @@ use super::http::Response;
 #[cfg(feature = "aws")]
 use super::localstack::Seeder;
 #[cfg(feature = "aws")]
-use super::unique;
+use super::ssm::{Kind, Parameters};
+#[cfg(feature = "aws")]
+use super::{unique, unique_id};
 
 #[cfg(feature = "gcp")]
 const GCP_TOKEN: &str = "ya29.c.conformance-metadata-token-4d2a";
@@ -43,6 +45,12 @@ enum Store {
     /// Secrets Manager in LocalStack, every name under a prefix of its own.
     #[cfg(feature = "aws")]
     LocalStack { seeder: Seeder, prefix: String },
+    /// Parameter Store in LocalStack, SecureStrings under a hierarchy of their own.
+    #[cfg(feature = "aws")]
+    SsmLocalStack {
+        parameters: Parameters,
+        root: String,
+    },
     #[cfg(feature = "azure")]
     KeyVault(Workload),
     /// GKE-shaped: the token from the metadata server.
@@ -70,6 +78,11 @@ impl Service {
             Provider::Gcp => Store::SecretManager {
                 metadata: Metadata::start(GCP_TOKEN, GCP_ACCOUNT),
                 secrets: SecretManager::start(GCP_TOKEN),
+            },
+            #[cfg(feature = "aws")]
+            Provider::Ssm => Store::SsmLocalStack {
+                parameters: Parameters::connect(),
+                root: format!("/test/conformance-{}", unique_id('-')),
             },
         };
         Service {
@@ -112,6 +125,23 @@ impl Service {
             Provider::Azure => Service::holding(provider, name, value).denied(name),
             #[cfg(feature = "gcp")]
             Provider::Gcp => Service::holding(provider, name, value).denied(name),
+            #[cfg(feature = "aws")]
+            Provider::Ssm => {
+                scripted_name(name);
+                Service::scripted(
+                    provider,
+                    vec![
+                        aws_error(
+                            "AccessDeniedException",
+                            "User: arn:aws:sts::000000000000:assumed-role/app/secret-sidecar is not \
+                         authorized to perform: ssm:GetParameter on resource: \
+                         arn:aws:ssm:us-east-1:000000000000:parameter/db because no \
+                         identity-based policy allows the ssm:GetParameter action",
+                        ),
+                        provider.ok_with(value),
+                    ],
+                )
+            }
         }
     }
 
@@ -126,7 +156,7 @@ impl Service {
     ) -> (Service, Option<Duration>) {
         match provider {
             #[cfg(feature = "aws")]
-            Provider::Aws => {
+            Provider::Aws | Provider::Ssm => {
                 scripted_name(name);
                 let throttled = aws_error("ThrottlingException", "Rate exceeded");
                 let mut script = vec![throttled; times as usize];
@@ -166,6 +196,10 @@ impl Service {
             Store::SecretManager { secrets, .. } => {
                 secrets.add(&gcp_secret(name), value.as_bytes()).to_string()
             }
+            #[cfg(feature = "aws")]
+            Store::SsmLocalStack { parameters, root } => parameters
+                .put(&format!("{root}/{name}"), Kind::SecureString, value)
+                .to_string(),
             Store::Scripted(_) => panic!("a scripted service holds no secrets to add to"),
         };
         self.versions
@@ -176,8 +210,8 @@ impl Service {
     }
 
     /// Stores the bytes `value` as the provider stores binary data, and returns the
-    /// reference that publishes them: a binary secret in AWS and Google; in Key Vault,
-    /// which holds only strings, base64 read with `?format=base64`.
+    /// reference that publishes them: a binary secret in AWS and Google; in Key Vault and
+    /// Parameter Store, which hold only strings, base64 read with `?format=base64`.
     pub fn put_binary(&mut self, name: &str, value: &[u8]) -> String {
         match &mut self.store {
             #[cfg(feature = "aws")]
@@ -195,6 +229,12 @@ impl Service {
                 secrets.add(&gcp_secret(name), value);
                 self.reference(name)
             }
+            #[cfg(feature = "aws")]
+            Store::SsmLocalStack { parameters, root } => {
+                let text = super::base64(value);
+                parameters.put(&format!("{root}/{name}"), Kind::SecureString, &text);
+                format!("{}?format=base64", self.reference(name))
+            }
             Store::Scripted(_) => panic!("a scripted service holds no secrets to add to"),
         }
     }
@@ -208,6 +248,8 @@ impl Service {
             Store::KeyVault(azure) => azure.reference(name),
             #[cfg(feature = "gcp")]
             Store::SecretManager { .. } => format!("gcp://my-project/{name}"),
+            #[cfg(feature = "aws")]
+            Store::SsmLocalStack { root, .. } => format!("ssm://{root}/{name}"),
             Store::Scripted(endpoint) => {
                 scripted_name(name);
                 endpoint.reference()
@@ -234,6 +276,8 @@ impl Service {
             Store::KeyVault(_) => "0123456789abcdef0123456789abcdef",
             #[cfg(feature = "gcp")]
             Store::SecretManager { .. } => "9",
+            #[cfg(feature = "aws")]
+            Store::SsmLocalStack { .. } => "99",
             Store::Scripted(_) => panic!("a scripted service has no versions"),
         }
     }
@@ -265,6 +309,12 @@ impl Service {
                 secrets.alias(&gcp_secret(name), "stable", version.parse().unwrap());
                 vec![format!("{reference}?version=stable")]
             }
+            #[cfg(feature = "aws")]
+            Store::SsmLocalStack { parameters, root } => {
+                let version = version.parse().unwrap();
+                parameters.label(&format!("{root}/{name}"), version, "stable");
+                vec![format!("{reference}?label=stable")]
+            }
             Store::Scripted(_) => panic!("a scripted service has no versions"),
         }
     }
@@ -274,6 +324,10 @@ impl Service {
         match &self.store {
             #[cfg(feature = "aws")]
             Store::LocalStack { prefix, .. } => format!("{prefix}/{name}").replace('/', "_"),
+            #[cfg(feature = "aws")]
+            Store::SsmLocalStack { root, .. } => format!("{root}/{name}")
+                .trim_start_matches('/')
+                .replace('/', "_"),
             _ => name.to_owned(),
         }
     }
@@ -319,7 +373,7 @@ impl Service {
     pub fn reads(&self, name: &str) -> Option<usize> {
         match &self.store {
             #[cfg(feature = "aws")]
-            Store::LocalStack { .. } => None,
+            Store::LocalStack { .. } | Store::SsmLocalStack { .. } => None,
             #[cfg(feature = "azure")]
             Store::KeyVault(azure) => Some(azure.vault.authorized_gets(name)),
             #[cfg(feature = "gcp")]
@@ -339,7 +393,7 @@ impl Service {
     pub fn tokens(&self) -> Vec<String> {
         match &self.store {
             #[cfg(feature = "aws")]
-            Store::LocalStack { .. } => Vec::new(),
+            Store::LocalStack { .. } | Store::SsmLocalStack { .. } => Vec::new(),
             #[cfg(feature = "azure")]
             Store::KeyVault(azure) => vec![azure.token.clone(), azure.entra.access_token.clone()],
             #[cfg(feature = "gcp")]
@@ -354,7 +408,9 @@ impl Service {
         match &self.store {
             // The runner's own environment: static keys, LocalStack's endpoint.
             #[cfg(feature = "aws")]
-            Store::LocalStack { .. } => sidecar.env("RUST_LOG", "trace"),
+            Store::LocalStack { .. } | Store::SsmLocalStack { .. } => {
+                sidecar.env("RUST_LOG", "trace")
+            }
             #[cfg(feature = "azure")]
             Store::KeyVault(azure) => azure.configure(sidecar).env("RUST_LOG", "trace"),
             #[cfg(feature = "gcp")]

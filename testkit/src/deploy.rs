@@ -207,6 +207,24 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// The same invocation with `--refresh` (argument or variable) set to `interval`: a
+    /// refresh test cannot wait the deployed one.
+    pub fn refreshing_every(&self, interval: &str) -> Invocation {
+        let args = self.args.iter().map(|a| match a.starts_with("--refresh=") {
+            true => format!("--refresh={interval}"),
+            false => a.clone(),
+        });
+        let env = self.env.iter().map(|(n, v)| match n.as_str() {
+            "SECRET_SIDECAR_REFRESH" => (n.clone(), interval.to_owned()),
+            _ => (n.clone(), v.clone()),
+        });
+        Invocation {
+            args: args.collect(),
+            env: env.collect(),
+            ..self.clone()
+        }
+    }
+
     /// The value of `--NAME=V`, `--NAME V`, or its `SECRET_SIDECAR_*` variable.
     pub fn option(&self, name: &str) -> Option<String> {
         let flag = format!("--{name}");
@@ -475,6 +493,23 @@ pub fn binary_for(binary: &Path, scratch: &Scratch) -> PathBuf {
     copy
 }
 
+/// Whether `program args`, run as `ids` with an empty environment (as an exec probe is),
+/// exits 0.
+pub fn exits_zero<I, S>(ids: &Ids, program: &Path, args: I) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    command_as(ids, program)
+        .args(args)
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 /// `program args` as `ids` (through setpriv) when running as root, else as this user.
 pub fn command_as(ids: &Ids, program: &Path) -> Command {
     if !is_root() {
@@ -503,6 +538,17 @@ pub fn run_sidecar(
     out: &Path,
     identity: &[(&str, String)],
 ) -> Run {
+    let mut command = sidecar_command(invocation, binary, out, identity);
+    Run::from(command.output().expect("the binary runs"))
+}
+
+/// The command [`run_sidecar`] runs, for a test that keeps it running (refresh mode).
+pub fn sidecar_command(
+    invocation: &Invocation,
+    binary: &Path,
+    out: &Path,
+    identity: &[(&str, String)],
+) -> Command {
     let (args, env) = invocation.redirected(out);
     let mut command = command_as(&invocation.user, binary);
     command.args(&args).env_clear().stdin(Stdio::null());
@@ -521,7 +567,7 @@ pub fn run_sidecar(
     for (name, value) in identity {
         command.env(name, value);
     }
-    Run::from(command.output().expect("the binary runs"))
+    command
 }
 
 /// Reads `path` (absolute, as the app sees it) from `volume` as the app's user would.

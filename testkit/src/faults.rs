@@ -9,7 +9,8 @@
 //!   without Entra's token gets the real 401 challenge, and only authorized requests take
 //!   from the script;
 //! - Google: `versions/latest:access` over loopback HTTP (`--gcp-endpoint`), the token from
-//!   the metadata fake (`GCE_METADATA_HOST`).
+//!   the metadata fake (`GCE_METADATA_HOST`);
+//! - Parameter Store: `GetParameter` on a plain-HTTP loopback server, as for AWS.
 //!
 //! A new provider plugs in with a [`Provider`] variant, its answers in the documented shape,
 //! and its wiring in [`Endpoint::start`].
@@ -39,6 +40,9 @@ pub enum Provider {
     Azure,
     #[cfg(feature = "gcp")]
     Gcp,
+    /// Parameter Store: the AWS JSON protocol, `GetParameter` for one parameter.
+    #[cfg(feature = "aws")]
+    Ssm,
 }
 
 #[cfg(feature = "gcp")]
@@ -84,6 +88,19 @@ impl Provider {
                 })
                 .to_string(),
             ),
+            #[cfg(feature = "aws")]
+            Provider::Ssm => Response::json(
+                200,
+                serde_json::json!({"Parameter": {
+                    "ARN": "arn:aws:ssm:us-east-1:000000000000:parameter/db",
+                    "DataType": "text",
+                    "Name": "/db",
+                    "Type": "SecureString",
+                    "Value": value,
+                    "Version": 1,
+                }})
+                .to_string(),
+            ),
         }
     }
 
@@ -116,6 +133,14 @@ impl Provider {
                 "injected fault",
                 "[]",
             ),
+            #[cfg(feature = "aws")]
+            Provider::Ssm => Response::json(
+                status,
+                format!(
+                    r#"{{"__type":"{}","message":"injected fault"}}"#,
+                    code("ServiceUnavailable", "InternalServerError")
+                ),
+            ),
         }
     }
 
@@ -123,7 +148,7 @@ impl Provider {
     pub fn throttled(self, seconds: u64) -> Response {
         match self {
             #[cfg(feature = "aws")]
-            Provider::Aws => Response::json(
+            Provider::Aws | Provider::Ssm => Response::json(
                 429,
                 r#"{"__type":"ThrottlingException","Message":"Rate exceeded"}"#,
             )
@@ -181,6 +206,11 @@ impl Provider {
                     r#"{{"name":"projects/1/secrets/db/versions/1","payload":{{"data":"{SENTINEL}!","dataCrc32c":"{SENTINEL}"}}}}"#
                 ),
             ),
+            #[cfg(feature = "aws")]
+            Provider::Ssm => Response::json(
+                200,
+                format!(r#"{{"Parameter":{{"Name":"/db","Version":"seven","Value":"{SENTINEL}""#),
+            ),
         }
     }
 
@@ -195,6 +225,8 @@ impl Provider {
             Provider::Azure => r#""value":""#,
             #[cfg(feature = "gcp")]
             Provider::Gcp => r#""data":""#,
+            #[cfg(feature = "aws")]
+            Provider::Ssm => r#""Value":""#,
         };
         let end = response.body.find(cut).expect("the answer has the value") + cut.len();
         response.body.truncate(end);
@@ -316,7 +348,7 @@ impl Endpoint {
         let (secrets, identity, env, args, tokens): (_, _, Vec<(&str, OsString)>, _, _) =
             match provider {
                 #[cfg(feature = "aws")]
-                Provider::Aws => {
+                Provider::Aws | Provider::Ssm => {
                     let secrets = Secrets::serve(certificate, false, move |_| take.next());
                     let args = match certificate {
                         Some(_) => vec!["--ca-file".into(), ca_file()],
@@ -396,7 +428,7 @@ impl Endpoint {
                 closed_port(),
                 match provider {
                     #[cfg(feature = "aws")]
-                    Provider::Aws => "http",
+                    Provider::Aws | Provider::Ssm => "http",
                     #[cfg(feature = "azure")]
                     Provider::Azure => "https",
                     #[cfg(feature = "gcp")]
@@ -435,7 +467,7 @@ impl Endpoint {
         }
         let sidecar = match self.provider {
             #[cfg(feature = "aws")]
-            Provider::Aws => sidecar.env("AWS_ENDPOINT_URL", self.secrets.url()),
+            Provider::Aws | Provider::Ssm => sidecar.env("AWS_ENDPOINT_URL", self.secrets.url()),
             // The vault's URL is in the reference.
             #[cfg(feature = "azure")]
             Provider::Azure => sidecar,
@@ -454,6 +486,8 @@ impl Endpoint {
             Provider::Azure => format!("azure://{}/secrets/db", self.secrets.url()),
             #[cfg(feature = "gcp")]
             Provider::Gcp => format!("gcp://{GCP_SECRET}"),
+            #[cfg(feature = "aws")]
+            Provider::Ssm => "ssm:///db".to_owned(),
         }
     }
 

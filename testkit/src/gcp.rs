@@ -388,6 +388,8 @@ struct State {
     /// How many access requests to answer 429 before serving again.
     throttle: u32,
     retry_delay: Option<String>,
+    /// Answer every access request 503 UNAVAILABLE, as during an outage.
+    down: bool,
 }
 
 #[derive(Default)]
@@ -467,6 +469,11 @@ impl SecretManager {
         self.state.lock().unwrap().corrupt.push(secret.to_owned());
     }
 
+    /// An outage: every access request is answered 503 UNAVAILABLE until it is over.
+    pub fn set_down(&self, down: bool) {
+        self.state.lock().unwrap().down = down;
+    }
+
     /// Answer the next `times` access requests 429 RESOURCE_EXHAUSTED, with a RetryInfo
     /// detail asking for `retry_delay` (`"0.5s"`) when given.
     pub fn throttle(&self, times: u32, retry_delay: Option<&str>) {
@@ -513,6 +520,14 @@ fn secret_manager_answer(request: &Request, state: &mut State, accept: &Accept) 
             );
         }
     };
+    if state.down {
+        return google_error(
+            503,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+            "[]",
+        );
+    }
     if state.throttle > 0 {
         state.throttle -= 1;
         let details = match &state.retry_delay {

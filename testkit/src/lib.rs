@@ -21,6 +21,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod apiserver;
 #[cfg(feature = "azure")]
 pub mod azure;
 pub mod clock;
@@ -34,19 +35,27 @@ pub mod faults;
 pub mod gcp;
 pub mod http;
 #[cfg(feature = "aws")]
+pub mod kubelet;
+#[cfg(feature = "aws")]
 pub mod localstack;
 pub mod netns;
 #[cfg(feature = "aws")]
 pub mod oauth2;
+pub mod pki;
 #[cfg(feature = "aws")]
 pub mod pod_identity;
 pub mod process;
 pub mod projected;
+pub mod refresh;
 #[cfg(feature = "aws")]
 pub mod secretsmanager;
 #[cfg(feature = "aws")]
+pub mod ssm;
+#[cfg(feature = "aws")]
 pub mod sts;
 pub mod tls;
+#[cfg(feature = "aws")]
+pub mod webhook;
 
 /// The binary under test as a [`Sidecar`], with a clean environment aimed at LocalStack.
 #[macro_export]

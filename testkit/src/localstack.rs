@@ -127,33 +127,33 @@ impl Seeder {
     }
 
     pub fn put_in(&mut self, region: &str, name: &str, value: &str) -> String {
+        self.put_version(region, name, value, None)
+    }
+
+    /// A new version of `name`, with the service's default stage or `stage` alone.
+    fn put_version(
+        &mut self,
+        region: &str,
+        name: &str,
+        value: &str,
+        stage: Option<&str>,
+    ) -> String {
         let client = self.client(region);
+        let request = client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(value)
+            .set_version_stages(stage.map(|s| vec![s.to_owned()]));
         let out = self
             .runtime
-            .block_on(
-                client
-                    .put_secret_value()
-                    .secret_id(name)
-                    .secret_string(value)
-                    .send(),
-            )
+            .block_on(request.send())
             .expect("put_secret_value");
         out.version_id.unwrap()
     }
 
     /// Attaches the staging label `stage` to `version` of `name`.
     pub fn label(&mut self, name: &str, stage: &str, version: &str) {
-        let client = self.client(REGION);
-        self.runtime
-            .block_on(
-                client
-                    .update_secret_version_stage()
-                    .secret_id(name)
-                    .version_stage(stage)
-                    .move_to_version_id(version)
-                    .send(),
-            )
-            .expect("update_secret_version_stage");
+        self.move_stage(name, stage, version, None);
     }
 
     /// Stores `value` as `name` in `region`: creates the secret, or adds a new current
@@ -162,5 +162,48 @@ impl Seeder {
         if self.create_string(region, name, value).is_none() {
             self.put_in(region, name, value);
         }
+    }
+
+    /// Adds a version of `name` labelled `AWSPENDING` only (what a rotation's first step
+    /// does) and returns its id; the current version stays current.
+    pub fn put_pending(&mut self, name: &str, value: &str) -> String {
+        self.put_version(REGION, name, value, Some("AWSPENDING"))
+    }
+
+    /// Moves `AWSCURRENT` of `name` from version `from` to version `to` (a rotation's
+    /// last step).
+    pub fn promote(&mut self, name: &str, to: &str, from: &str) {
+        self.move_stage(name, "AWSCURRENT", to, Some(from));
+    }
+
+    /// Puts the label `stage` on version `to` of `name`, taking it off `from` (Secrets
+    /// Manager requires that for `AWSCURRENT`, which only one version may carry).
+    fn move_stage(&mut self, name: &str, stage: &str, to: &str, from: Option<&str>) {
+        let client = self.client(REGION);
+        self.runtime
+            .block_on(
+                client
+                    .update_secret_version_stage()
+                    .secret_id(name)
+                    .version_stage(stage)
+                    .move_to_version_id(to)
+                    .set_remove_from_version_id(from.map(str::to_owned))
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("update_secret_version_stage {stage}: {e}"));
+    }
+
+    /// Deletes `name` at once, without the recovery window.
+    pub fn delete(&mut self, name: &str) {
+        let client = self.client(REGION);
+        self.runtime
+            .block_on(
+                client
+                    .delete_secret()
+                    .secret_id(name)
+                    .force_delete_without_recovery(true)
+                    .send(),
+            )
+            .expect("delete_secret");
     }
 }

@@ -28,6 +28,7 @@ pub struct TestCa {
     config: Arc<rustls::ServerConfig>,
     /// A leaf from this CA that names only [`WRONG_NAME`].
     wrong_name: Arc<rustls::ServerConfig>,
+    issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 /// The only name the [`BadCertificate::WrongName`] certificate is valid for.
@@ -75,6 +76,7 @@ pub fn ca() -> &'static TestCa {
             pem_file,
             config: server_config(&leaf_cert, &leaf_key, Some(issuer.der())),
             wrong_name: server_config(&wrong_cert, &wrong_key, Some(issuer.der())),
+            issuer,
         }
     })
 }
@@ -143,6 +145,22 @@ pub fn self_signed_pem() -> (String, String) {
         .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     let key = KeyPair::generate().unwrap();
     let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A certificate from the test CA for 127.0.0.1 and localhost, with `common_name` as its
+/// subject, and its key, as PEM (certificate, PKCS#8 key): a pair for a server under test
+/// that clients trusting [`TestCa::pem_file`] accept.
+pub fn ca_signed_pem(common_name: &str) -> (String, String) {
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca().issuer).unwrap();
     (cert.pem(), key.serialize_pem())
 }
 

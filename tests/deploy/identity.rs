@@ -20,8 +20,8 @@ use super::{
     pod_volume,
 };
 use testkit::deploy::{
-    Reader, Volume, VolumeDir, binary_for, command_as, documented_env_vars, read_as_app, seed,
-    str_at, strings,
+    Reader, Volume, VolumeDir, binary_for, command_as, documented_env_vars, exits_zero,
+    read_as_app, seed, str_at, strings,
 };
 use testkit::gcp::Metadata;
 use testkit::localstack::Seeder;
@@ -218,16 +218,7 @@ fn token_sidecar_runs_as_written(
         Some("/usr/local/bin/secret-sidecar"),
         "{what}: the probe runs the image's binary"
     );
-    let probe_passes = || {
-        command_as(&user, &binary)
-            .args(probe[1..].iter().map(|a| host(a)))
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
+    let probe_passes = || exits_zero(&user, &binary, probe[1..].iter().map(|a| host(a)));
     let started = Instant::now();
     while !probe_passes() {
         assert!(

@@ -187,11 +187,22 @@ impl Provider for Azure {
             secret_version: target.version.clone(),
             ..Default::default()
         };
+        crate::calls::count("azure", "GetSecret");
         let response = client
             .get_secret(&target.name, Some(options))
             .await
             .map_err(|err| classify(&err, &self.identity))?;
         bundle(response.into_body().into())
+    }
+
+    /// A named version's value never changes: read once, never again. The latest is read
+    /// again each time (Key Vault has no cheaper way to tell which version is the latest:
+    /// listing versions is paged and unordered).
+    async fn refetch(&self, target: &AzureTarget, last: Option<&str>) -> Result<Option<Fetched>> {
+        if target.version.is_some() && last.is_some() {
+            return Ok(None);
+        }
+        self.fetch(target).await.map(Some)
     }
 }
 

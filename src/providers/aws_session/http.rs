@@ -1,21 +1,25 @@
 //! How every AWS call reaches the network: one HTTP client (with `--ca-file`, or plain
 //! http when every endpoint is a local emulator) whose responses are all capped as they
-//! stream in, and the User-Agent suffix every Secrets Manager and STS request carries.
+//! stream in, and the User-Agent suffix every Secrets Manager, Parameter Store and STS
+//! request carries.
 //!
 //! The cap is on the client, not on one SDK client's interceptors, because the client is
 //! shared: aws-config's own credential providers (the IRSA exchange with STS, EKS Pod
 //! Identity and ECS container credentials, instance metadata) use it too.
 
 use anyhow::{Context as _, Result, anyhow};
-use aws_sdk_secretsmanager::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents, SharedHttpClient};
-use aws_sdk_secretsmanager::error::BoxError;
+use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::http::{
-    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
 };
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponentsBuilder;
 use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::exit::Failure;
 use crate::net::{CaBundle, MAX_RESPONSE_BYTES, error_chain, user_agent};
@@ -42,6 +46,7 @@ pub(super) fn plain_http_only(var: &dyn Fn(&str) -> Option<String>) -> bool {
     var("AWS_ENDPOINT_URL").is_some_and(|url| url.starts_with("http://"))
         && [
             "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            "AWS_ENDPOINT_URL_SSM",
             "AWS_ENDPOINT_URL_STS",
             "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         ]
@@ -123,7 +128,7 @@ impl HttpConnector for CappedConnector {
 /// Appends `secret-sidecar/<version>` to the User-Agent after signing (the header is not
 /// signed), so the calls are attributable in CloudTrail.
 #[derive(Debug)]
-pub(super) struct UserAgentSuffix;
+pub(crate) struct UserAgentSuffix;
 
 impl Intercept for UserAgentSuffix {
     fn name(&self) -> &'static str {

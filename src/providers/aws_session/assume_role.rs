@@ -8,9 +8,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow};
+use aws_config::Region;
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use aws_sdk_secretsmanager::config::Region;
 use tracing::info;
 
 use super::errors::classify_with;
