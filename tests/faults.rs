@@ -323,10 +323,19 @@ fn a_refused_certificate_is_not_retried(provider: Provider, certificate: BadCert
     expect_failure(&outcome, 3, 0, Duration::from_secs(15), &out);
     outcome.run.expect_stderr("certificate");
     assert_eq!(endpoint.requests(), 0, "a request got through");
-    assert_eq!(
-        endpoint.connections(),
-        Some(1),
-        "one handshake, not retried\n{}",
+    // Google's client opens its connection while the token comes (issue 19): that
+    // warm-up's handshake is refused too, and is not retried either.
+    let handshakes = match provider {
+        #[cfg(feature = "gcp")]
+        Provider::Gcp => 1..=2,
+        #[allow(unreachable_patterns)]
+        _ => 1..=1,
+    };
+    let connections = endpoint.connections().unwrap();
+    assert!(
+        handshakes.contains(&connections),
+        "{connections} handshakes, expected {handshakes:?}: one per connection, not \
+         retried\n{}",
         outcome.run.stderr
     );
 }

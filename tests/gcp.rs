@@ -121,7 +121,7 @@ fn bearer(request: &testkit::http::Request) -> Option<&str> {
 const WARM_UP: &str = "GET /v1/projects/-/secrets/-/versions/-:access";
 
 /// The requests that read secrets, the connection warm-ups left out (whether they happen
-/// depends on whether the clients are ready before the token).
+/// depends on whether the token arrives before the clients are ready, which is a race).
 fn reads(sm: &SecretManager) -> Vec<testkit::http::Request> {
     let requests = sm.requests();
     for request in requests.iter().filter(|r| route(r) == WARM_UP) {
@@ -135,6 +135,60 @@ fn reads(sm: &SecretManager) -> Vec<testkit::http::Request> {
         .into_iter()
         .filter(|r| route(r) != WARM_UP)
         .collect()
+}
+
+/// Issue 19: on GKE too, the client opens its Secret Manager connection while the
+/// metadata server is still answering for the token (the client's universe-domain question
+/// no longer waits for it), with a request that carries no credentials; the read follows
+/// with the metadata server's token.
+#[test]
+fn gke_metadata_opens_the_secret_manager_connection_while_the_token_comes() {
+    let metadata =
+        Metadata::answering_after(GKE_TOKEN, APP_SA, std::time::Duration::from_millis(700));
+    let env = Gke {
+        metadata,
+        sm: SecretManager::start(GKE_TOKEN),
+    };
+    env.sm.add(DB, b"s3cr3t-early");
+    let out = Scratch::tmpfs("gke-warm");
+    env.sidecar(&out)
+        .args(["--secret", "gcp://my-project/db-password"])
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db-password"), b"s3cr3t-early");
+
+    let requests = env.sm.requests();
+    let routes: Vec<String> = requests.iter().map(route).collect();
+    assert_eq!(
+        routes,
+        [
+            WARM_UP,
+            "GET /v1/projects/my-project/secrets/db-password/versions/latest:access"
+        ],
+        "one warm-up, then the read"
+    );
+    assert_eq!(requests[0].header("authorization"), None);
+    assert_eq!(bearer(&requests[1]), Some(GKE_TOKEN));
+}
+
+/// The client no longer waits for the credentials' universe domain before it is built
+/// (above); the run still refuses credentials of another universe than the client's, as
+/// google-cloud-gax would, before any secret is asked for with their token.
+#[test]
+fn credentials_of_another_universe_domain_are_refused_before_any_read() {
+    let env = gke();
+    env.sm.add(DB, b"never-read");
+    let out = Scratch::tmpfs("gke-universe");
+    env.sidecar(&out)
+        .env("GOOGLE_CLOUD_UNIVERSE_DOMAIN", "universe.example")
+        .args(["--secret", "gcp://my-project/db-password"])
+        .run()
+        .expect_code(2)
+        .expect_stderr("universe domain 'googleapis.com'")
+        .expect_stderr("expects 'universe.example'")
+        .expect_no_leak(GKE_TOKEN.as_bytes());
+    assert!(reads(&env.sm).is_empty(), "no secret is asked for");
+    out.expect_empty();
 }
 
 #[test]
@@ -168,7 +222,7 @@ fn gke_metadata_identity_publishes_a_secret() {
         "every metadata request carries Metadata-Flavor: {metadata:#?}"
     );
 
-    let requests = env.sm.requests();
+    let requests = reads(&env.sm);
     assert_eq!(requests.len(), 1, "{requests:#?}");
     assert_eq!(
         route(&requests[0]),
@@ -298,7 +352,7 @@ fn throttling_that_outlasts_the_retries_exits_5() {
         .expect_code(5)
         .expect_stderr("RESOURCE_EXHAUSTED")
         .expect_stderr("after 3 attempts");
-    assert_eq!(env.sm.requests().len(), 3);
+    assert_eq!(reads(&env.sm).len(), 3);
     out.expect_empty();
 }
 
@@ -600,7 +654,7 @@ fn a_metadata_server_without_a_service_account_is_an_identity_failure() {
         .run()
         .expect_code(3)
         .expect_stderr("metadata server at");
-    assert!(sm.requests().is_empty());
+    assert!(reads(&sm).is_empty(), "no secret is asked for");
 }
 
 #[test]
@@ -622,7 +676,7 @@ fn no_google_credentials_at_all_is_exit_3() {
         .run()
         .expect_code(3)
         .expect_stderr("/nonexistent/credentials.json");
-    assert!(sm.requests().is_empty());
+    assert!(reads(&sm).is_empty(), "no secret is asked for");
 }
 
 #[test]
@@ -758,7 +812,7 @@ fn an_https_endpoint_is_trusted_through_ssl_cert_file() {
         .expect_code(3)
         .expect_stderr("TLS certificate was refused");
     out.expect_empty();
-    assert!(sm.requests().is_empty());
+    assert!(reads(&sm).is_empty(), "no secret is asked for");
 
     // SSL_CERT_FILE replaces the roots for the Google clients, as docs/gcp.md says.
     sidecar(&sm, &out)
@@ -768,5 +822,5 @@ fn an_https_endpoint_is_trusted_through_ssl_cert_file() {
         .run()
         .expect_code(0);
     assert_eq!(out.read("db-password"), b"over-tls");
-    assert_eq!(bearer(&sm.requests()[0]), Some(GKE_TOKEN));
+    assert_eq!(bearer(&reads(&sm)[0]), Some(GKE_TOKEN));
 }

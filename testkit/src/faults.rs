@@ -402,7 +402,20 @@ impl Endpoint {
                 Provider::Gcp => {
                     let metadata =
                         Metadata::start(GCP_TOKEN, "app@my-project.iam.gserviceaccount.com");
-                    let secrets = Secrets::serve(certificate, false, move |_| take.next());
+                    let bearer = format!("Bearer {GCP_TOKEN}");
+                    // A request without the token (the client's connection warm-up) is
+                    // refused as Secret Manager refuses it, and is not a read.
+                    let secrets = Secrets::serve(certificate, false, move |request| {
+                        match request.header("authorization") == Some(bearer.as_str()) {
+                            true => take.next(),
+                            false => google_error(
+                                401,
+                                "UNAUTHENTICATED",
+                                "Request is missing required authentication credential.",
+                                "[]",
+                            ),
+                        }
+                    });
                     let mut env = vec![
                         ("HOME", "/nonexistent/home".into()),
                         ("GCE_METADATA_HOST", metadata.host().into()),
@@ -492,7 +505,7 @@ impl Endpoint {
     }
 
     /// Secret reads that reached the script (Azure's unauthenticated challenge round trip
-    /// not counted).
+    /// and Google's unauthenticated connection warm-up not counted).
     pub fn attempts(&self) -> usize {
         self.script.served.load(Ordering::SeqCst)
     }

@@ -72,8 +72,23 @@ impl Metadata {
         email: &str,
         overrides: Vec<(&'static str, Response)>,
     ) -> Metadata {
+        Metadata::build(token, email, overrides, Duration::ZERO)
+    }
+
+    /// Like [`Metadata::start`], each answer sent only `delay` after its request arrived,
+    /// as from a metadata server a network away.
+    pub fn answering_after(token: &str, email: &str, delay: Duration) -> Metadata {
+        Metadata::build(token, email, Vec::new(), delay)
+    }
+
+    fn build(
+        token: &str,
+        email: &str,
+        overrides: Vec<(&'static str, Response)>,
+        delay: Duration,
+    ) -> Metadata {
         let (access_token, account) = (token.to_owned(), email.to_owned());
-        let server = Server::with_handler(move |request| {
+        let (server, _) = Server::answering_after(delay, move |request| {
             let path = split_query(request.target()).0;
             let fixed = overrides
                 .iter()

@@ -40,7 +40,9 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use anyhow::{Context, Result, anyhow};
-use google_cloud_auth::credentials::{AccessTokenCredentials, Builder as CredentialsBuilder};
+use google_cloud_auth::credentials::{
+    AccessTokenCredentials, Builder as CredentialsBuilder, CredentialsProvider as _,
+};
 use google_cloud_gax::client_builder::internal::{
     with_automatic_decompression, with_follow_redirects,
 };
@@ -109,12 +111,10 @@ impl Provider for Gcp {
             .context(Failure::Auth)?;
         let anonymous = warm::Anonymous::new(credentials.clone());
 
-        // The token, the clients and the account name for the log line do not depend on
-        // each other, so they are asked for at once: building a client asks the
-        // credentials for their universe domain (a metadata-server request when the
-        // identity comes from there). When the clients are ready before the token (the
-        // universe domain is known locally, as with federation), their connections are
-        // opened while the token is still on its way (see warm.rs).
+        // The token, the clients, the credentials' universe domain and the account name
+        // for the log line do not depend on each other, so they are asked for at once;
+        // the clients are ready at once (warm.rs answers their universe-domain question),
+        // so their connections are opened while the token is still on its way.
         let token_arrived = Cell::new(false);
         let token = async {
             let token = credentials.access_token().await;
@@ -131,10 +131,7 @@ impl Provider for Gcp {
                     slot.insert(client);
                 }
             }
-            // From the metadata server the universe domain (which the clients wait for)
-            // arrives with the token: warming up then would only race the reads.
-            let metadata = matches!(source, AdcSource::Metadata { .. });
-            if !token_arrived.get() && !metadata {
+            if !token_arrived.get() {
                 for (endpoint, client) in &clients {
                     let reads = targets
                         .iter()
@@ -145,8 +142,12 @@ impl Provider for Gcp {
             }
             Ok::<_, anyhow::Error>(clients)
         };
-        let (token, clients, account) =
-            tokio::join!(token, clients, source.account(http.attempt_timeout));
+        let (token, clients, universe, account) = tokio::join!(
+            token,
+            clients,
+            credentials.universe_domain(),
+            source.account(http.attempt_timeout)
+        );
         let mut token = token.map_err(|err| {
             // kubelet replacing the projected subject token while it was read: retried.
             let failed = match source.token_file() {
@@ -161,6 +162,9 @@ impl Provider for Gcp {
             ))
         })?;
         zeroize::Zeroize::zeroize(&mut token.token);
+        warm::check_universe(universe)
+            .with_context(|| format!("loading Google credentials ({})", source.describe()))
+            .context(Failure::Usage)?;
         source.log(account);
         let clients = clients?;
         Ok(Gcp {

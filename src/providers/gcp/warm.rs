@@ -14,6 +14,13 @@
 //! requests (as many as warm-up requests were started) get no headers, until
 //! [`Anonymous::stop`], which the provider calls the moment the real token arrives and so
 //! before any read; from then on every request gets the real credentials' headers.
+//!
+//! Building a client waits for the credentials' universe domain, which the metadata
+//! server's credentials ask the metadata server for: the warm-up would start only with the
+//! token. So [`Anonymous`] answers at once with the universe domain the client expects
+//! (`GOOGLE_CLOUD_UNIVERSE_DOMAIN`, else `googleapis.com`), and the provider compares the
+//! credentials' own, looked up beside the token, before any read ([`check_universe`]):
+//! the same refusal the client would have made, before any request carries a token.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +39,9 @@ use crate::net::USER_AGENT;
 /// What the warm-up requests name: no project or secret can have this name.
 pub(super) const PLACEHOLDER: &str = "projects/-/secrets/-/versions/-";
 
+/// The universe domain of clients that name none: the one Google's clients assume.
+const DEFAULT_UNIVERSE_DOMAIN: &str = "googleapis.com";
+
 /// The credentials the clients are built with: none for the warm-up requests, the real
 /// ones for everything else.
 #[derive(Debug, Clone)]
@@ -39,6 +49,8 @@ pub(super) struct Anonymous {
     inner: AccessTokenCredentials,
     /// How many header requests may still be answered with no headers.
     left: Arc<AtomicUsize>,
+    /// The universe domain the clients expect, given to them without a lookup.
+    universe: String,
 }
 
 impl Anonymous {
@@ -46,6 +58,7 @@ impl Anonymous {
         Anonymous {
             inner,
             left: Arc::new(AtomicUsize::new(0)),
+            universe: expected_universe(),
         }
     }
 
@@ -75,8 +88,32 @@ impl CredentialsProvider for Anonymous {
         self.inner.headers(extensions).await
     }
 
+    /// What the client expects, without asking the metadata server: the credentials' own
+    /// is compared by [`check_universe`] before any read.
     async fn universe_domain(&self) -> Option<String> {
-        self.inner.universe_domain().await
+        Some(self.universe.clone())
+    }
+}
+
+/// The universe domain a client built without one expects, as google-cloud-gax works it
+/// out.
+fn expected_universe() -> String {
+    crate::env::var("GOOGLE_CLOUD_UNIVERSE_DOMAIN")
+        .unwrap_or_else(|| DEFAULT_UNIVERSE_DOMAIN.to_owned())
+}
+
+/// Refuses credentials of another universe domain than the clients expect, which the
+/// client's builder would have refused had [`Anonymous`] not answered for them. `found`
+/// is the credentials' own (`None`: the default).
+pub(super) fn check_universe(found: Option<String>) -> anyhow::Result<()> {
+    let expected = expected_universe();
+    let found = found.unwrap_or_else(|| DEFAULT_UNIVERSE_DOMAIN.to_owned());
+    match found == expected {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(
+            "the Google credentials are for universe domain '{found}' but the client expects \
+             '{expected}' (GOOGLE_CLOUD_UNIVERSE_DOMAIN, else googleapis.com)"
+        )),
     }
 }
 
