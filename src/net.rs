@@ -6,7 +6,10 @@
 //! this machine; every request says `secret-sidecar/<version>` in its User-Agent; no
 //! answer is buffered past [`MAX_RESPONSE_BYTES`]; `--ca-file` is read and checked once
 //! ([`CaBundle`]) and handed to each client as bytes; and requests this crate makes itself
-//! go through one reqwest client ([`HttpConfig::client`]) that follows no redirect.
+//! go through one reqwest client ([`HttpConfig::client`]) that follows no redirect; a
+//! host is looked up once for a burst of connections ([`Lookups`], `net/lookup.rs`).
+
+mod lookup;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::exit::Failure;
+pub use lookup::Lookups;
 
 /// An error as one line: each cause's `Display`, joined by `: `, with repeats dropped.
 /// Never `Debug`: SDK errors keep the raw HTTP response, whose body may hold a secret or
@@ -179,12 +183,13 @@ impl HttpConfig {
     /// The reqwest client for requests this crate makes itself (Azure's SDK transport, the
     /// OAuth2 token request): one attempt bounded in time, no redirects (a token or a
     /// secret must not follow a `Location` to another host), `--ca-file` trusted beside
-    /// the platform's roots.
+    /// the platform's roots, hosts looked up through [`Lookups`].
     pub fn client(&self) -> Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.attempt_timeout)
             .timeout(self.attempt_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Lookups)
             .no_proxy();
         for proxy in proxies_from_env()? {
             builder = builder.proxy(proxy);

@@ -247,3 +247,65 @@ fn the_secrets_manager_connection_opens_while_sts_answers() {
         "{read:?}"
     );
 }
+
+/// Issue 19: a host is looked up once for every connection the run opens to it (the STS
+/// exchange, the warm-ups opened meanwhile and the reads in flight together), not once per
+/// connection as the HTTP client's own resolver does.
+#[test]
+fn a_host_is_looked_up_once_for_all_its_connections() {
+    use testkit::tls::{HttpsServer, ca};
+
+    let sts = HttpsServer::with_handler(|_| testkit::sts::credentials("2099-01-01T00:00:00Z"));
+    let secrets = HttpsServer::with_handler(|request| {
+        if request.method() == "HEAD" {
+            return Response::json(404, "");
+        }
+        // Slow enough that the reads overlap and each needs its own connection.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let body = String::from_utf8_lossy(&request.body);
+        let id = body.split('"').nth(3).unwrap_or_default().to_owned();
+        Response::json(
+            200,
+            format!(r#"{{"Name":"{id}","VersionId":"v","SecretString":"value of {id}"}}"#),
+        )
+    });
+    let token_dir = Scratch::disk("wire-dns-token");
+    let token = token_dir.path.join("token");
+    std::fs::write(
+        &token,
+        testkit::fake_jwt("system:serviceaccount:default:app"),
+    )
+    .unwrap();
+    let out = Scratch::tmpfs("wire-dns");
+    let mut sidecar = testkit::sidecar!()
+        .assuming_role(
+            &format!("https://localhost:{}", sts.port),
+            "arn:aws:iam::123456789012:role/reader",
+        )
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+        .env(
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+            format!("https://localhost:{}", secrets.port),
+        )
+        .env("RUST_LOG", "secret_sidecar=debug")
+        .arg("--ca-file")
+        .arg(&ca().pem_file)
+        .args(["--aws-batch", "never", "--concurrency", "4", "--output-dir"])
+        .arg(&out.path);
+    for i in 0..8 {
+        sidecar = sidecar.arg("--secret").arg(format!("s{i}=aws://db-{i}"));
+    }
+    let run = sidecar.run();
+    run.expect_code(0);
+    assert_eq!(out.read("s7"), b"value of db-7");
+
+    assert!(
+        secrets.connections() >= 4,
+        "{} connections: the reads did not overlap",
+        secrets.connections()
+    );
+    let lookups: Vec<&str> = (run.stderr.lines())
+        .filter(|line| line.contains("looking up host") && line.contains("localhost"))
+        .collect();
+    assert_eq!(lookups.len(), 1, "{}", run.stderr);
+}

@@ -655,3 +655,54 @@ fn the_token_is_requested_before_the_challenge_comes_back() {
     );
     assert_eq!(entra.token_requests().len(), 1);
 }
+
+/// Issue 19: the vault's host is looked up once for every connection the run opens to it
+/// (the reads in flight together), not once per connection.
+#[test]
+fn the_vault_host_is_looked_up_once_for_all_its_connections() {
+    let token = testkit::azure::projected_token();
+    let entra = Entra::start(&token);
+    let files = Scratch::disk("az-dns-token");
+    let token_file = files.path.join("token");
+    fs::write(&token_file, &token).unwrap();
+    let bearer = format!("Bearer {}", entra.access_token);
+    let vault = testkit::tls::HttpsServer::with_handler(move |request| {
+        if request.header("authorization") != Some(bearer.as_str()) {
+            return testkit::azure::kv_error(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP token.", None)
+                .header("www-authenticate", r#"Bearer authorization="https://login.microsoftonline.com/t", resource="https://vault.azure.net""#);
+        }
+        // Slow enough that the reads overlap and each needs its own connection.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        testkit::http::Response::json(200, r#"{"value":"v","id":"https://v/secrets/db/1"}"#)
+    });
+    let out = Scratch::tmpfs("az-dns");
+    let mut sidecar = testkit::sidecar!()
+        .env("AZURE_CLIENT_ID", CLIENT_ID)
+        .env("AZURE_TENANT_ID", TENANT)
+        .env("AZURE_FEDERATED_TOKEN_FILE", &token_file)
+        .env("AZURE_AUTHORITY_HOST", entra.authority_host())
+        .env("RUST_LOG", "secret_sidecar=debug")
+        .args(["--azure-skip-challenge-resource-check", "--ca-file"])
+        .arg(&ca().pem_file)
+        .args(["--concurrency", "4", "--output-dir"])
+        .arg(&out.path);
+    for i in 0..8 {
+        sidecar = sidecar.arg("--secret").arg(format!(
+            "s{i}=azure://https://localhost:{}/secrets/db-{i}",
+            vault.port
+        ));
+    }
+    let run = sidecar.run();
+    run.expect_code(0);
+    assert_eq!(out.read("s7"), b"v");
+
+    assert!(
+        vault.connections() >= 4,
+        "{} connections: the reads did not overlap",
+        vault.connections()
+    );
+    let lookups: Vec<&str> = (run.stderr.lines())
+        .filter(|line| line.contains("looking up host") && line.contains("localhost"))
+        .collect();
+    assert_eq!(lookups.len(), 1, "{}", run.stderr);
+}

@@ -112,7 +112,7 @@ pub fn warm_up(shared: &SdkConfig, targets: &[&AwsTarget], config: &AwsConfig) {
         let client = Client::from_conf(config);
         for _ in 0..count {
             let client = client.clone();
-            tokio::spawn(async move { client.list_secrets().send().await });
+            tokio::spawn(async move { client.get_secret_value().secret_id("-").send().await });
         }
     }
 }

@@ -9,6 +9,7 @@
 
 use anyhow::{Context as _, Result, anyhow};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
@@ -22,7 +23,7 @@ use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::exit::Failure;
-use crate::net::{CaBundle, MAX_RESPONSE_BYTES, error_chain, user_agent};
+use crate::net::{CaBundle, Lookups, MAX_RESPONSE_BYTES, error_chain, user_agent};
 
 /// The client every AWS call of the run goes through, responses capped.
 pub(super) fn client(ca: Option<&CaBundle>, plain_http: bool) -> Result<SharedHttpClient> {
@@ -34,7 +35,7 @@ pub(super) fn client(ca: Option<&CaBundle>, plain_http: bool) -> Result<SharedHt
         (None, true) => aws_smithy_http_client::Builder::new().build_http(),
         (None, false) => aws_smithy_http_client::Builder::new()
             .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-            .build_https(),
+            .build_with_resolver(Resolver),
     };
     Ok(SharedHttpClient::new(Capped(inner)))
 }
@@ -69,7 +70,19 @@ fn http_client_trusting(ca: &CaBundle) -> Result<SharedHttpClient> {
     Ok(aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)
-        .build_https())
+        .build_with_resolver(Resolver))
+}
+
+/// Host names looked up once for the run's burst of connections, STS's and the stores'
+/// alike ([`Lookups`]), instead of once per connection. (The plain-http client is only for
+/// local emulators, and keeps the connector's own resolver.)
+#[derive(Debug, Clone, Copy)]
+struct Resolver;
+
+impl ResolveDns for Resolver {
+    fn resolve_dns<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
+        DnsFuture::new(async move { Lookups::resolve(name).await.map_err(ResolveDnsError::new) })
+    }
 }
 
 /// An HTTP client whose every response body is cut off past [`MAX_RESPONSE_BYTES`] as it

@@ -10,11 +10,11 @@
 //! kept-alive connection, which the reads then use.
 //!
 //! The SDKs offer no way to open a connection without a request, so the request is the
-//! smallest one: an operation of the store's own client (so the region, FIPS, dual-stack
-//! and `AWS_ENDPOINT_URL_*` resolve as for the reads) whose request is replaced, just
-//! before it is sent, by a bare `HEAD /` to the endpoint the SDK resolved ([`BareHead`]).
-//! Each store says which operation and how many connections: `aws::warm_up`,
-//! `ssm::warm_up`.
+//! smallest one: the store's own read operation (so the region, FIPS, dual-stack and
+//! `AWS_ENDPOINT_URL_*` resolve as for the reads, and no other operation's code is built
+//! into the binary), for the name `-`, whose request is replaced, just before it is sent,
+//! by a bare `HEAD /` to the endpoint the SDK resolved ([`BareHead`]). Each store says how
+//! many connections: `aws::warm_up`, `ssm::warm_up`.
 
 use std::collections::HashMap;
 

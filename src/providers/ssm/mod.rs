@@ -105,7 +105,7 @@ pub fn warm_up(shared: &SdkConfig, targets: &[&SsmTarget], config: &SsmConfig) {
         let client = Client::from_conf(config);
         for _ in 0..count {
             let client = client.clone();
-            tokio::spawn(async move { client.describe_parameters().send().await });
+            tokio::spawn(async move { client.get_parameter().name("-").send().await });
         }
     }
 }
