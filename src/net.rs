@@ -168,6 +168,19 @@ impl CaBundle {
     }
 }
 
+/// Waits for the requests that open a store's connections ahead of its reads (the
+/// providers' warm-ups), at most `bound`: the time the identity exchange they ran beside
+/// took. A read that starts while its connection's warm-up is still out makes the pool
+/// open another connection, a second handshake for nothing when the two endpoints are
+/// equally far; when the store is much farther than the identity, the bound lets the reads
+/// go ahead and race a new connection against the warm one.
+pub async fn settle(warm_ups: Vec<tokio::task::JoinHandle<()>>, bound: Duration) {
+    if warm_ups.is_empty() {
+        return;
+    }
+    let _ = tokio::time::timeout(bound, futures_util::future::join_all(warm_ups)).await;
+}
+
 /// How this process makes one HTTP attempt: its time bound, connection set-up included,
 /// and the extra roots to trust.
 #[derive(Debug, Clone)]

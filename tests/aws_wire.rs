@@ -309,3 +309,56 @@ fn a_host_is_looked_up_once_for_all_its_connections() {
         .collect();
     assert_eq!(lookups.len(), 1, "{}", run.stderr);
 }
+
+/// Issue 19: a read waits for the warm-up on its connection when that is still out after
+/// STS has answered (for as long again as STS took, at most), rather than making the pool
+/// open a second connection, a second handshake for nothing.
+#[test]
+fn the_read_takes_the_warmed_connection_when_its_warm_up_ends_soon_after_sts() {
+    use std::time::Duration;
+    use testkit::tls::{HttpsServer, ca};
+
+    let sts =
+        testkit::sts::Sts::answering_after("ASIAFAKESTSACCESSKEY", Duration::from_millis(500));
+    let secrets = HttpsServer::with_handler(|request| {
+        if request.method() == "HEAD" {
+            std::thread::sleep(Duration::from_millis(800));
+            return Response::json(404, "");
+        }
+        Response::json(
+            200,
+            r#"{"Name":"db","VersionId":"v1","SecretString":"on the warm connection"}"#,
+        )
+    });
+    let token_dir = Scratch::disk("wire-settle-token");
+    let token = token_dir.path.join("token");
+    std::fs::write(
+        &token,
+        testkit::fake_jwt("system:serviceaccount:default:app"),
+    )
+    .unwrap();
+    let out = Scratch::tmpfs("wire-settle");
+    testkit::sidecar!()
+        .assuming_role(sts.url(), "arn:aws:iam::123456789012:role/reader")
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+        .env("AWS_ENDPOINT_URL_SECRETS_MANAGER", &secrets.url)
+        .arg("--ca-file")
+        .arg(&ca().pem_file)
+        .arg("--output-dir")
+        .arg(&out.path)
+        .args(["--secret", "db=aws://db"])
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db"), b"on the warm connection");
+    let methods: Vec<String> = secrets
+        .requests()
+        .iter()
+        .map(|r| r.method().to_owned())
+        .collect();
+    assert_eq!(methods, ["HEAD", "POST"]);
+    assert_eq!(
+        secrets.connections(),
+        1,
+        "the read opened a connection of its own"
+    );
+}

@@ -213,8 +213,9 @@ impl<'t> ByProvider<'t> {
         }
         let token = setup.aws.token.as_ref();
         let warm_up = |shared: &aws_config::SdkConfig| {
-            aws::warm_up(shared, &self.aws, &setup.aws);
-            ssm::warm_up(shared, &self.ssm, &setup.ssm);
+            let mut warm_ups = aws::warm_up(shared, &self.aws, &setup.aws);
+            warm_ups.extend(ssm::warm_up(shared, &self.ssm, &setup.ssm));
+            warm_ups
         };
         aws_session::Session::connect(&regions, token, &setup.http, warm_up)
             .await

@@ -94,8 +94,13 @@ impl AwsBatch {
 const BATCH: usize = 20;
 
 /// Opens the Secrets Manager connections the reads of `targets` will need while the
-/// identity is resolved; see `aws_session/warm.rs`. Nothing waits for them.
-pub fn warm_up(shared: &SdkConfig, targets: &[&AwsTarget], config: &AwsConfig) {
+/// identity is resolved; see `aws_session/warm.rs`. The session waits for them, briefly.
+pub fn warm_up(
+    shared: &SdkConfig,
+    targets: &[&AwsTarget],
+    config: &AwsConfig,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut warm_ups = Vec::new();
     let needed = warm::connections(
         (targets.iter()).map(|t| (t.region.as_deref(), t.version == Version::Current)),
         shared.region().map(|region| region.as_ref()),
@@ -112,9 +117,12 @@ pub fn warm_up(shared: &SdkConfig, targets: &[&AwsTarget], config: &AwsConfig) {
         let client = Client::from_conf(config);
         for _ in 0..count {
             let client = client.clone();
-            tokio::spawn(async move { client.get_secret_value().secret_id("-").send().await });
+            warm_ups.push(tokio::spawn(async move {
+                let _ = client.get_secret_value().secret_id("-").send().await;
+            }));
         }
     }
+    warm_ups
 }
 
 /// What the AWS stores are given: the Secrets Manager options, the identity's token source

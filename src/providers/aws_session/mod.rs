@@ -87,12 +87,13 @@ impl Session {
     /// each target names (an ARN's) or `None` for a plain name: when every target names
     /// one and the environment names none, nothing is probed for a region. When the
     /// identity takes a network exchange, `warm_up` is given the loaded configuration
-    /// first, to open the stores' connections meanwhile (`warm.rs`).
+    /// first, to open the stores' connections meanwhile (`warm.rs`), and its requests are
+    /// let finish before the session is handed out ([`crate::net::settle`]).
     pub async fn connect(
         regions: &[Option<&str>],
         token: Option<&TokenSource>,
         http: &HttpConfig,
-        warm_up: impl FnOnce(&SdkConfig),
+        warm_up: impl FnOnce(&SdkConfig) -> Vec<tokio::task::JoinHandle<()>>,
     ) -> Result<Session> {
         // One attempt per call: the core's retry policy repeats transient failures.
         let plain_http = http::plain_http_only(&|name| std::env::var(name).ok());
@@ -121,9 +122,11 @@ impl Session {
         }
         let shared = loader.load().await;
         let default_region = shared.region().map(|r| r.to_string());
-        if warm::worthwhile(token) {
-            warm_up(&shared);
-        }
+        let started = std::time::Instant::now();
+        let warm_ups = match warm::worthwhile(token) {
+            true => warm_up(&shared),
+            false => Vec::new(),
+        };
 
         let credentials = match token {
             Some(source) => assume_role::assume_role(&shared, source, http).await?,
@@ -147,6 +150,7 @@ impl Session {
                         .context(class)
                 })?,
         };
+        crate::net::settle(warm_ups, started.elapsed()).await;
         info!(
             source = %credential_source(&credentials),
             expires_in_s = credentials

@@ -115,6 +115,7 @@ impl Provider for Gcp {
         // for the log line do not depend on each other, so they are asked for at once;
         // the clients are ready at once (warm.rs answers their universe-domain question),
         // so their connections are opened while the token is still on its way.
+        let started = std::time::Instant::now();
         let token_arrived = Cell::new(false);
         let token = async {
             let token = credentials.access_token().await;
@@ -123,7 +124,7 @@ impl Provider for Gcp {
             token
         };
         let clients = async {
-            let mut clients = HashMap::new();
+            let (mut clients, mut warm_ups) = (HashMap::new(), Vec::new());
             for target in targets {
                 let endpoint = target.endpoint(endpoint_override.as_deref());
                 if let Entry::Vacant(slot) = clients.entry(endpoint) {
@@ -137,10 +138,11 @@ impl Provider for Gcp {
                         .iter()
                         .filter(|t| t.endpoint(endpoint_override.as_deref()) == *endpoint)
                         .count();
-                    warm::spawn(client, &anonymous, reads.min(http.concurrency));
+                    let count = reads.min(http.concurrency);
+                    warm_ups.extend(warm::spawn(client, &anonymous, count));
                 }
             }
-            Ok::<_, anyhow::Error>(clients)
+            Ok::<_, anyhow::Error>((clients, warm_ups))
         };
         let (token, clients, universe, account) = tokio::join!(
             token,
@@ -166,7 +168,8 @@ impl Provider for Gcp {
             .with_context(|| format!("loading Google credentials ({})", source.describe()))
             .context(Failure::Usage)?;
         source.log(account);
-        let clients = clients?;
+        let (clients, warm_ups) = clients?;
+        crate::net::settle(warm_ups, started.elapsed()).await;
         Ok(Gcp {
             clients,
             endpoint_override,

@@ -117,20 +117,26 @@ pub(super) fn check_universe(found: Option<String>) -> anyhow::Result<()> {
     }
 }
 
-/// Starts `count` warm-up requests through `client` in the background; nothing waits for
-/// them.
-pub(super) fn spawn(client: &SecretManagerService, anonymous: &Anonymous, count: usize) {
+/// Starts `count` warm-up requests through `client` in the background; the provider lets
+/// them finish before its reads, for a while ([`crate::net::settle`]).
+pub(super) fn spawn(
+    client: &SecretManagerService,
+    anonymous: &Anonymous,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
     debug!(connections = count, "opening Secret Manager connections");
     anonymous.left.fetch_add(count, Ordering::SeqCst);
+    let mut warm_ups = Vec::new();
     for _ in 0..count {
         let client = client.clone();
-        tokio::spawn(async move {
+        warm_ups.push(tokio::spawn(async move {
             let _ = client
                 .access_secret_version()
                 .set_name(PLACEHOLDER)
                 .with_user_agent(USER_AGENT)
                 .send()
                 .await;
-        });
+        }));
     }
+    warm_ups
 }

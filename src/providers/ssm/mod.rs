@@ -87,8 +87,13 @@ pub struct SsmConfig {
 const BATCH: usize = 10;
 
 /// Opens the Parameter Store connections the reads of `targets` will need while the
-/// identity is resolved; see `aws_session/warm.rs`. Nothing waits for them.
-pub fn warm_up(shared: &SdkConfig, targets: &[&SsmTarget], config: &SsmConfig) {
+/// identity is resolved; see `aws_session/warm.rs`. The session waits for them, briefly.
+pub fn warm_up(
+    shared: &SdkConfig,
+    targets: &[&SsmTarget],
+    config: &SsmConfig,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut warm_ups = Vec::new();
     let needed = warm::connections(
         (targets.iter()).map(|t| (t.region.as_deref(), !t.path && t.version == Version::Latest)),
         shared.region().map(|region| region.as_ref()),
@@ -105,9 +110,12 @@ pub fn warm_up(shared: &SdkConfig, targets: &[&SsmTarget], config: &SsmConfig) {
         let client = Client::from_conf(config);
         for _ in 0..count {
             let client = client.clone();
-            tokio::spawn(async move { client.get_parameter().name("-").send().await });
+            warm_ups.push(tokio::spawn(async move {
+                let _ = client.get_parameter().name("-").send().await;
+            }));
         }
     }
+    warm_ups
 }
 
 /// Connected Parameter Store clients, one per region.
