@@ -8,8 +8,8 @@
 # one Markdown table of round trips beside each store's critical-path minimum; raw
 # results stay in bench/results-latency/.
 #
-#   bench/latency.sh                          RTTs 20 and 80 ms, K = 1 10 50, all stores and tools
-#   LATENCY_RTT_MS=100 LATENCY_LOW_RTT_MS=20 bench/latency.sh
+#   bench/latency.sh                          RTTs 60 and 120 ms, K = 1 10 50, all stores and tools
+#   LATENCY_RTT_MS=200 LATENCY_LOW_RTT_MS=100 bench/latency.sh
 #   LATENCY_COUNTS="1 10" LATENCY_STORES="aws azure" bench/latency.sh
 #   LATENCY_TOOLS="secret-sidecar curl" bench/latency.sh     leave out boto3 and the aws CLI
 #   SECRET_SIDECAR_BIN=path bench/latency.sh  time that binary instead of building one
@@ -28,16 +28,16 @@
 # Contenders: curl (every store: one process for the identity, one for the reads), boto3
 # and the aws CLI (aws), teller is not run here (it has no web-identity support to compare).
 #
-# Everything listens on and connects to 127.0.0.1 only. The runs took 13 minutes on a
-# loaded 2-core machine, 5 of them the aws CLI (one process and one STS exchange per
-# secret); about 8 without it (LATENCY_TOOLS). The first run also builds the fakes
-# (testkit's bench-fakes, a debug build) and a release binary unless SECRET_SIDECAR_BIN
-# is given.
+# Everything listens on and connects to 127.0.0.1 only. The runs take about 8 minutes on
+# a quiet 2-core machine, 2 of them the aws CLI (one process per secret, the first of
+# which exchanges the token at STS); about 5 without boto3 and the aws CLI
+# (LATENCY_TOOLS). The first run also builds the fakes (testkit's bench-fakes, a debug
+# build) and a release binary unless SECRET_SIDECAR_BIN is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rtt="${LATENCY_RTT_MS:-80}"
-low="${LATENCY_LOW_RTT_MS:-20}"
+rtt="${LATENCY_RTT_MS:-120}"
+low="${LATENCY_LOW_RTT_MS:-60}"
 counts="${LATENCY_COUNTS:-1 10 50}"
 stores="${LATENCY_STORES:-aws azure gcp-metadata gcp-federation}"
 tools="${LATENCY_TOOLS:-secret-sidecar curl boto3 awscli}"
@@ -138,7 +138,7 @@ cat >"$work/setup.json" <<JSON
 {"ports": "$work/ports.json", "fakes": "$work/fakes.json", "bench_ca": "$work/ca.pem",
  "bin": "$bin", "venv": "$venv", "counts": $(to_json "$counts" | sed 's/"//g'),
  "rtts_ms": [$low, $rtt], "stores": $(to_json "$stores"), "tools": $(to_json "$tools"),
- "runs": {"default": 5, "boto3": 3, "awscli": {"default": 1, "1": 3}},
+ "runs": {"default": 3, "boto3": 3, "awscli": {"default": 1, "1": 3}},
  "work": "$work", "aws_token": "$work/aws-token"}
 JSON
 python3 bench/latency/run.py "$work/setup.json" "$results/results.json"

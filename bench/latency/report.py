@@ -15,15 +15,28 @@ import pathlib
 import statistics
 import sys
 
-# The fewest round trips a fresh process can need, whatever K (see BENCHMARKS.md, "Under
-# latency"): the identity exchange on a new connection, with the store's connections
-# opened while it is in flight, then one round of reads sent together.
-MINIMUM = {
-    "aws": (4, "STS: TCP + TLS + AssumeRoleWithWebIdentity = 3; then one round of BatchGetSecretValue calls"),
-    "azure": (4, "Entra ID: TCP + TLS + token = 3; then one round of GETs"),
-    "gcp-metadata": (3, "metadata server: TCP + token = 2 (plain HTTP); then one round of accesses"),
-    "gcp-federation": (4, "Google STS: TCP + TLS + token exchange = 3; then one round of accesses"),
+# The fewest round trips a fresh process can need (see BENCHMARKS.md, "Under latency"):
+# the identity exchange on a new connection, with the store's connections opened while it
+# is in flight, then the rounds of reads. A round is as many requests as secret-sidecar
+# keeps in flight (--concurrency, 8 by default; the runs do not change it); on HTTP/1.1,
+# which the proxy and the fakes speak, each needs its own connection.
+CONCURRENCY = 8
+IDENTITY = {
+    "aws": (3, "STS: TCP + TLS + AssumeRoleWithWebIdentity"),
+    "azure": (3, "Entra ID: TCP + TLS + token"),
+    "gcp-metadata": (2, "metadata server: TCP + token (plain HTTP)"),
+    "gcp-federation": (3, "Google STS: TCP + TLS + token exchange"),
 }
+
+
+def minimum(store, k):
+    """The identity's round trips plus the rounds of reads K secrets need: AWS reads 20
+    per BatchGetSecretValue call (one GetSecretValue for K=1), the others one per
+    request."""
+    requests = (k + 19) // 20 if store == "aws" else k
+    return IDENTITY[store][0] + (requests + CONCURRENCY - 1) // CONCURRENCY
+
+
 STORES = {
     "aws": "AWS, IRSA",
     "azure": "Azure, workload identity",
@@ -62,7 +75,6 @@ def main(directory):
     print("|---|---|---|" + "---|" * len(present))
     figures = {}
     for store, by_k in record["stores"].items():
-        minimum = MINIMUM[store][0]
         for k, by_tool in by_k.items():
             cells = []
             for tool, _ in present:
@@ -72,7 +84,7 @@ def main(directory):
                 value = rounds(by_tool[tool])
                 figures[(store, int(k), tool)] = value
                 cells.append(f"{value:.1f}")
-            print(f"| {STORES[store]} | {k} | {minimum} | " + " | ".join(cells) + " |")
+            print(f"| {STORES[store]} | {k} | {minimum(store, int(k))} | " + " | ".join(cells) + " |")
 
     print()
     print(f"Wall time (median) at {high} and {low} ms, and the connections each endpoint")
@@ -97,16 +109,16 @@ def main(directory):
     print("Against the targets (round trips, this run):")
     aws = [(k, v) for (s, k, t), v in figures.items() if s == "aws" and t == "secret-sidecar"]
     if aws:
-        worst = max(v - MINIMUM["aws"][0] for _, v in aws)
-        print(f"- AWS with IRSA, every K: at most {worst:.1f} above the minimum of {MINIMUM['aws'][0]} (target: 1)")
+        worst = max(v - minimum("aws", k) for k, v in aws)
+        print(f"- AWS with IRSA, every K: at most {worst:.1f} above the minimum of {minimum('aws', 1)} (target: 1)")
     ours, boto = figures.get(("aws", 50, "secret-sidecar")), figures.get(("aws", 50, "boto3"))
     if ours and boto:
         print(f"- AWS K=50: {ours:.1f} against boto3's {boto:.1f}, {ours / boto:.2f}× (target: below 0.5×)")
     for store in ("azure", "gcp-metadata", "gcp-federation"):
         value = figures.get((store, 10, "secret-sidecar"))
         if value is not None:
-            minimum = MINIMUM[store][0]
-            print(f"- {STORES[store]}, K=10: {value:.1f}, {value - minimum:.1f} above the minimum of {minimum} (target: 2)")
+            least = minimum(store, 10)
+            print(f"- {STORES[store]}, K=10: {value:.1f}, {value - least:.1f} above the minimum of {least} (target: 2)")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,18 @@ wall times and connections; bench/latency/report.py turns the record into tables
 Each tool runs alternately through the routes at the high RTT and at the low one, so that
 slow drifts of a shared machine touch both alike: the difference between the two is what
 the added latency costs, and everything that does not grow with it (start-up, CPU, the
-servers, the proxy's own forwarding) cancels out. The low RTT is not 0 because a process
-that waits on the network competes for the CPU differently from one that never waits: on
-a busy machine a baseline at 0 ms runs slower than the same work spread between waits.
+servers, the proxy's own forwarding) cancels out, as long as it lies on the critical path
+at both RTTs. Work a process does while it waits (loading the CA roots, building clients,
+TLS key exchange: some tens of milliseconds for secret-sidecar) is hidden behind a long
+wait but not behind a short one, so a low RTT of 20 ms undercounts by up to 0.7 round
+trips; at 60 and 120 ms (the defaults) that work is hidden at both and the counts come
+out whole. The low RTT is never 0 for the same reason, and because a process that waits
+on the network competes for the CPU differently from one that never waits.
 Before each tool's runs, a one-byte echo through the proxy at both RTTs measures the
 difference the proxy really gives right now (its timers overshoot more on a busy machine).
 
-Each run gets a fresh output directory on tmpfs; the first run of each tool is checked
+Each run gets a fresh output directory on tmpfs and a fresh HOME (a fresh pod: the aws
+CLI would otherwise reuse the STS credentials it cached in the previous run); the first run of each tool is checked
 to have written all K secrets. The proxy's counters are reset before each run and read
 after it, giving the connections each tool opened per endpoint.
 
