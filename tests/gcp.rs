@@ -137,6 +137,30 @@ fn reads(sm: &SecretManager) -> Vec<testkit::http::Request> {
         .collect()
 }
 
+/// Runs `sidecar` (publishing into `out`) for one secret and checks that Secret Manager saw one warm-up without
+/// credentials, then the read with `token`.
+fn reads_after_one_warm_up(sidecar: Sidecar, out: &Scratch, sm: &SecretManager, token: &str) {
+    sm.add(DB, b"s3cr3t-early");
+    sidecar
+        .args(["--secret", "gcp://my-project/db-password"])
+        .run()
+        .expect_code(0);
+    assert_eq!(out.read("db-password"), b"s3cr3t-early");
+
+    let requests = sm.requests();
+    let routes: Vec<String> = requests.iter().map(route).collect();
+    assert_eq!(
+        routes,
+        [
+            WARM_UP,
+            "GET /v1/projects/my-project/secrets/db-password/versions/latest:access"
+        ],
+        "one warm-up, then the read"
+    );
+    assert_eq!(requests[0].header("authorization"), None);
+    assert_eq!(bearer(&requests[1]), Some(token));
+}
+
 /// Issue 19: on GKE too, the client opens its Secret Manager connection while the
 /// metadata server is still answering for the token (the client's universe-domain question
 /// no longer waits for it), with a request that carries no credentials; the read follows
@@ -149,26 +173,8 @@ fn gke_metadata_opens_the_secret_manager_connection_while_the_token_comes() {
         metadata,
         sm: SecretManager::start(GKE_TOKEN),
     };
-    env.sm.add(DB, b"s3cr3t-early");
     let out = Scratch::tmpfs("gke-warm");
-    env.sidecar(&out)
-        .args(["--secret", "gcp://my-project/db-password"])
-        .run()
-        .expect_code(0);
-    assert_eq!(out.read("db-password"), b"s3cr3t-early");
-
-    let requests = env.sm.requests();
-    let routes: Vec<String> = requests.iter().map(route).collect();
-    assert_eq!(
-        routes,
-        [
-            WARM_UP,
-            "GET /v1/projects/my-project/secrets/db-password/versions/latest:access"
-        ],
-        "one warm-up, then the read"
-    );
-    assert_eq!(requests[0].header("authorization"), None);
-    assert_eq!(bearer(&requests[1]), Some(GKE_TOKEN));
+    reads_after_one_warm_up(env.sidecar(&out), &out, &env.sm, GKE_TOKEN);
 }
 
 /// The client no longer waits for the credentials' universe domain before it is built
@@ -449,26 +455,8 @@ fn federation_with_impersonation_uses_the_service_accounts_token() {
 #[test]
 fn federation_opens_the_secret_manager_connection_while_sts_answers() {
     let env = federation_answering_after(false, std::time::Duration::from_millis(700));
-    env.sm.add(DB, b"s3cr3t-early");
     let out = Scratch::tmpfs("gcp-warm");
-    env.sidecar(&out)
-        .args(["--secret", "gcp://my-project/db-password"])
-        .run()
-        .expect_code(0);
-    assert_eq!(out.read("db-password"), b"s3cr3t-early");
-
-    let requests = env.sm.requests();
-    let routes: Vec<String> = requests.iter().map(route).collect();
-    assert_eq!(
-        routes,
-        [
-            WARM_UP,
-            "GET /v1/projects/my-project/secrets/db-password/versions/latest:access"
-        ],
-        "one warm-up, then the read"
-    );
-    assert_eq!(requests[0].header("authorization"), None);
-    assert_eq!(bearer(&requests[1]), Some(STS_TOKEN));
+    reads_after_one_warm_up(env.sidecar(&out), &out, &env.sm, STS_TOKEN);
 }
 
 #[test]

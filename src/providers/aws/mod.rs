@@ -100,7 +100,6 @@ pub fn warm_up(
     targets: &[&AwsTarget],
     config: &AwsConfig,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut warm_ups = Vec::new();
     let needed = warm::connections(
         (targets.iter()).map(|t| (t.region.as_deref(), t.version == Version::Current)),
         shared.region().map(|region| region.as_ref()),
@@ -108,21 +107,22 @@ pub fn warm_up(
         BATCH,
         config.concurrency,
     );
-    for (region, count) in needed {
-        debug!(region = %region, connections = count, "opening Secrets Manager connections");
-        let config = aws_sdk_secretsmanager::config::Builder::from(&warm::config(shared, &region))
+    let build = |config: &SdkConfig| {
+        let config = aws_sdk_secretsmanager::config::Builder::from(config)
             .interceptor(UserAgentSuffix)
             .interceptor(warm::BareHead)
             .build();
-        let client = Client::from_conf(config);
-        for _ in 0..count {
-            let client = client.clone();
-            warm_ups.push(tokio::spawn(async move {
-                let _ = client.get_secret_value().secret_id("-").send().await;
-            }));
-        }
-    }
-    warm_ups
+        Client::from_conf(config)
+    };
+    warm::spawn(
+        shared,
+        needed,
+        "Secrets Manager",
+        build,
+        |client| async move {
+            let _ = client.get_secret_value().secret_id("-").send().await;
+        },
+    )
 }
 
 /// What the AWS stores are given: the Secrets Manager options, the identity's token source

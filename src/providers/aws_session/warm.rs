@@ -17,6 +17,7 @@
 //! many connections: `aws::warm_up`, `ssm::warm_up`.
 
 use std::collections::HashMap;
+use std::future::Future;
 
 use aws_config::{Region, SdkConfig};
 use aws_credential_types::Credentials;
@@ -27,6 +28,8 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+use tokio::task::JoinHandle;
+use tracing::debug;
 
 use crate::identity::web_token::TokenSource;
 
@@ -83,6 +86,31 @@ pub fn config(shared: &SdkConfig, region: &str) -> SdkConfig {
             "warm-up", "warm-up", None, None, "warm-up",
         )))
         .build()
+}
+
+/// Starts the warm-ups: for each region of `needed`, a client from `build` (given
+/// [`config`] for that region; the store adds [`BareHead`]) and `count` requests made by
+/// `send` through it, each in its own task. Nothing here waits for them.
+pub fn spawn<C, F>(
+    shared: &SdkConfig,
+    needed: HashMap<String, usize>,
+    store: &str,
+    build: impl Fn(&SdkConfig) -> C,
+    send: impl Fn(C) -> F,
+) -> Vec<JoinHandle<()>>
+where
+    C: Clone,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let mut warm_ups = Vec::new();
+    for (region, count) in needed {
+        debug!(region = %region, connections = count, "opening {store} connections");
+        let client = build(&config(shared, &region));
+        for _ in 0..count {
+            warm_ups.push(tokio::spawn(send(client.clone())));
+        }
+    }
+    warm_ups
 }
 
 /// Replaces the request about to be sent with `HEAD /` to the same endpoint, keeping only

@@ -93,7 +93,6 @@ pub fn warm_up(
     targets: &[&SsmTarget],
     config: &SsmConfig,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut warm_ups = Vec::new();
     let needed = warm::connections(
         (targets.iter()).map(|t| (t.region.as_deref(), !t.path && t.version == Version::Latest)),
         shared.region().map(|region| region.as_ref()),
@@ -101,21 +100,22 @@ pub fn warm_up(
         BATCH,
         config.concurrency,
     );
-    for (region, count) in needed {
-        debug!(region = %region, connections = count, "opening Parameter Store connections");
-        let config = aws_sdk_ssm::config::Builder::from(&warm::config(shared, &region))
+    let build = |config: &SdkConfig| {
+        let config = aws_sdk_ssm::config::Builder::from(config)
             .interceptor(UserAgentSuffix)
             .interceptor(warm::BareHead)
             .build();
-        let client = Client::from_conf(config);
-        for _ in 0..count {
-            let client = client.clone();
-            warm_ups.push(tokio::spawn(async move {
-                let _ = client.get_parameter().name("-").send().await;
-            }));
-        }
-    }
-    warm_ups
+        Client::from_conf(config)
+    };
+    warm::spawn(
+        shared,
+        needed,
+        "Parameter Store",
+        build,
+        |client| async move {
+            let _ = client.get_parameter().name("-").send().await;
+        },
+    )
 }
 
 /// Connected Parameter Store clients, one per region.
