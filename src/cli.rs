@@ -19,7 +19,7 @@ use crate::exit::HELP_TABLE;
 #[cfg(feature = "azure")]
 mod imds_proxy;
 #[cfg(feature = "aws")]
-use crate::identity::options::{AwsTokenArgs, TokenSourceKind};
+use crate::identity::options::AwsTokenArgs;
 use crate::logging::LogArgs;
 #[cfg(feature = "aws")]
 use crate::providers::aws::AwsArgs;
@@ -31,6 +31,14 @@ use crate::providers::gcp::GcpArgs;
 use crate::providers::ssm::SsmArgs;
 #[cfg(feature = "azure")]
 pub use imds_proxy::ImdsProxyArgs;
+#[cfg(feature = "aws")]
+mod token;
+#[cfg(feature = "aws")]
+pub use token::TokenArgs;
+#[cfg(feature = "webhook")]
+mod webhook;
+#[cfg(feature = "webhook")]
+pub use webhook::WebhookArgs;
 
 /// Fetch secrets with the workload's own identity, publish them atomically as files in an
 /// in-memory directory, and exit.
@@ -221,169 +229,6 @@ pub enum Command {
     /// whose annotations the init container would refuse is denied with a message naming
     /// the annotation. Stops on SIGTERM or SIGINT after the requests in flight.
     Webhook(WebhookArgs),
-}
-
-/// The `webhook` subcommand's options; --log-format applies too.
-#[cfg(feature = "webhook")]
-#[derive(Debug, Clone, clap::Args)]
-pub struct WebhookArgs {
-    /// The address and port to serve HTTPS on.
-    ///
-    /// Example: --listen 0.0.0.0:8443
-    #[arg(
-        long = "listen",
-        value_name = "ADDR:PORT",
-        env = "SECRET_SIDECAR_WEBHOOK_LISTEN",
-        default_value = "0.0.0.0:8443"
-    )]
-    pub webhook_listen: std::net::SocketAddr,
-
-    /// The server certificate (PEM, with its chain), re-read when it changes.
-    ///
-    /// Example: --tls-cert-file /etc/webhook/tls/tls.crt
-    #[arg(
-        long = "tls-cert-file",
-        value_name = "FILE",
-        env = "SECRET_SIDECAR_WEBHOOK_TLS_CERT_FILE"
-    )]
-    pub webhook_tls_cert_file: PathBuf,
-
-    /// The server certificate's private key (PEM), re-read when it changes.
-    ///
-    /// Example: --tls-key-file /etc/webhook/tls/tls.key
-    #[arg(
-        long = "tls-key-file",
-        value_name = "FILE",
-        env = "SECRET_SIDECAR_WEBHOOK_TLS_KEY_FILE"
-    )]
-    pub webhook_tls_key_file: PathBuf,
-
-    /// The secret-sidecar image the injected containers run, with a tag or (better) a
-    /// digest: pods cannot choose it.
-    ///
-    /// Example: --image registry.example.com/secret-sidecar:0.1.0@sha256:...
-    #[arg(
-        long = "image",
-        value_name = "IMAGE",
-        env = "SECRET_SIDECAR_WEBHOOK_IMAGE"
-    )]
-    pub webhook_image: String,
-
-    /// For clusters without the EKS pod identity webhook: when a pod's ServiceAccount is
-    /// annotated with eks.amazonaws.com/role-arn, add what that webhook adds (a projected
-    /// token with the STS audience, AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE in every
-    /// container, the injected one included). Reads ServiceAccounts from the API server
-    /// (in-cluster credentials or KUBECONFIG; RBAC: get serviceaccounts).
-    ///
-    /// Example: --inject-irsa
-    #[arg(long = "inject-irsa", env = "SECRET_SIDECAR_WEBHOOK_INJECT_IRSA")]
-    pub webhook_inject_irsa: bool,
-
-    /// CPU request and limit of the injected containers (requests equal limits).
-    ///
-    /// Example: --cpu 100m
-    #[arg(
-        long = "cpu",
-        value_name = "QUANTITY",
-        env = "SECRET_SIDECAR_WEBHOOK_CPU",
-        default_value = "100m"
-    )]
-    pub webhook_cpu: String,
-
-    /// Memory request and limit of the injected containers (requests equal limits).
-    ///
-    /// Example: --memory 64Mi
-    #[arg(
-        long = "memory",
-        value_name = "QUANTITY",
-        env = "SECRET_SIDECAR_WEBHOOK_MEMORY",
-        default_value = "64Mi"
-    )]
-    pub webhook_memory: String,
-
-    /// The sizeLimit of the in-memory volume the secrets are published into.
-    ///
-    /// Example: --volume-size 1Mi
-    #[arg(
-        long = "volume-size",
-        value_name = "QUANTITY",
-        env = "SECRET_SIDECAR_WEBHOOK_VOLUME_SIZE",
-        default_value = "1Mi"
-    )]
-    pub webhook_volume_size: String,
-}
-
-/// The `token` subcommand's options; the --oauth2-*, --ca-file, --timeout and
-/// --log-format options apply too.
-#[cfg(feature = "aws")]
-#[derive(Debug, Clone, clap::Args)]
-pub struct TokenArgs {
-    /// Where the token comes from: gcp-metadata (needs --audience) or
-    /// oauth2-client-credentials (needs the --oauth2-* options).
-    ///
-    /// Example: --source oauth2-client-credentials
-    #[arg(
-        long = "source",
-        value_enum,
-        value_name = "SOURCE",
-        env = "SECRET_SIDECAR_TOKEN_SOURCE",
-        required_unless_present = "token_probe"
-    )]
-    pub token_source: Option<TokenSourceKind>,
-
-    /// With --source gcp-metadata: the audience of the Google ID token.
-    ///
-    /// Example: --audience sts.amazonaws.com
-    #[arg(
-        long = "audience",
-        value_name = "AUDIENCE",
-        env = "SECRET_SIDECAR_TOKEN_AUDIENCE"
-    )]
-    pub token_audience: Option<String>,
-
-    /// The token file. Its directory must be an in-memory volume that holds nothing else:
-    /// the token is published there like a secret set (through a ..data link), so a reader
-    /// never sees a partial token.
-    ///
-    /// Example: --out /var/run/secrets/aws-token/token
-    #[arg(long = "out", value_name = "FILE", env = "SECRET_SIDECAR_TOKEN_FILE")]
-    pub token_file: PathBuf,
-
-    /// The token file's mode (octal).
-    ///
-    /// Example: --mode 0400
-    #[arg(
-        long = "mode",
-        value_name = "MODE",
-        env = "SECRET_SIDECAR_TOKEN_MODE",
-        default_value = "0440"
-    )]
-    pub token_mode: String,
-
-    /// The token file's owner, as numeric UID or UID:GID (needs CAP_CHOWN).
-    ///
-    /// Example: --owner 1000:1000
-    #[arg(
-        long = "owner",
-        value_name = "UID[:GID]",
-        env = "SECRET_SIDECAR_TOKEN_OWNER"
-    )]
-    pub token_owner: Option<String>,
-
-    /// Publish the token into a directory that is not tmpfs.
-    ///
-    /// Example: --allow-non-tmpfs
-    #[arg(long = "allow-non-tmpfs", env = "SECRET_SIDECAR_TOKEN_ALLOW_NON_TMPFS")]
-    pub token_allow_non_tmpfs: bool,
-
-    /// Check instead of run: exit 0 if --out holds a token that has not expired, 1
-    /// otherwise. For the startup (and liveness) probe of the container running `token`,
-    /// since a minimal image has no shell to test the file with. No environment variable:
-    /// it would turn the container itself into a probe.
-    ///
-    /// Example: --probe
-    #[arg(long = "probe")]
-    pub token_probe: bool,
 }
 
 /// `SECRET_SIDECAR_*` variables in `environment` that no option reads: most likely a
