@@ -184,12 +184,7 @@ impl Session {
         let mut clients = HashMap::new();
         for (named, what) in targets {
             if let Entry::Vacant(slot) = clients.entry(self.region(named, what)?) {
-                let config = self
-                    .shared
-                    .to_builder()
-                    .region(Region::new(slot.key().clone()))
-                    .credentials_provider(SharedCredentialsProvider::new(self.credentials()))
-                    .build();
+                let config = regional(&self.shared, slot.key(), self.credentials());
                 slot.insert(build(&config));
             }
         }
@@ -221,6 +216,15 @@ impl Session {
             .ok_or_else(|| anyhow!("no AWS region for '{what}': set AWS_REGION or use its ARN"))
             .context(Failure::Usage)
     }
+}
+
+/// The run's configuration for one region's clients, with `credentials`.
+fn regional(shared: &SdkConfig, region: &str, credentials: Credentials) -> SdkConfig {
+    shared
+        .to_builder()
+        .region(Region::new(region.to_owned()))
+        .credentials_provider(SharedCredentialsProvider::new(credentials))
+        .build()
 }
 
 /// The name of the credential-chain link that produced `credentials` (`Environment`,

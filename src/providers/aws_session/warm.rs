@@ -19,9 +19,8 @@
 use std::collections::HashMap;
 use std::future::Future;
 
-use aws_config::{Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
@@ -76,16 +75,10 @@ pub fn connections<'t>(
 }
 
 /// The configuration of a warm-up client for `region`: the run's, with credentials that
-/// are never sent ([`BareHead`] drops the signature with the rest of the request). The
-/// store's builder adds [`BareHead`].
-pub fn config(shared: &SdkConfig, region: &str) -> SdkConfig {
-    shared
-        .to_builder()
-        .region(Region::new(region.to_owned()))
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "warm-up", "warm-up", None, None, "warm-up",
-        )))
-        .build()
+/// are never sent ([`BareHead`] drops the signature with the rest of the request).
+fn config(shared: &SdkConfig, region: &str) -> SdkConfig {
+    let unsent = Credentials::new("warm-up", "warm-up", None, None, "warm-up");
+    super::regional(shared, region, unsent)
 }
 
 /// Starts the warm-ups: for each region of `needed`, a client from `build` (given

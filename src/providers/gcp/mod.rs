@@ -124,21 +124,19 @@ impl Provider for Gcp {
             token
         };
         let clients = async {
-            let (mut clients, mut warm_ups) = (HashMap::new(), Vec::new());
+            let (mut clients, mut reads) = (HashMap::new(), HashMap::new());
             for target in targets {
                 let endpoint = target.endpoint(endpoint_override.as_deref());
+                *reads.entry(endpoint.clone()).or_insert(0usize) += 1;
                 if let Entry::Vacant(slot) = clients.entry(endpoint) {
                     let client = client(slot.key(), &anonymous, http).await?;
                     slot.insert(client);
                 }
             }
+            let mut warm_ups = Vec::new();
             if !token_arrived.get() {
                 for (endpoint, client) in &clients {
-                    let reads = targets
-                        .iter()
-                        .filter(|t| t.endpoint(endpoint_override.as_deref()) == *endpoint)
-                        .count();
-                    let count = reads.min(http.concurrency);
+                    let count = reads[endpoint].min(http.concurrency);
                     warm_ups.extend(warm::spawn(client, &anonymous, count));
                 }
             }
@@ -164,7 +162,8 @@ impl Provider for Gcp {
             ))
         })?;
         zeroize::Zeroize::zeroize(&mut token.token);
-        warm::check_universe(universe)
+        anonymous
+            .check_universe(universe)
             .with_context(|| format!("loading Google credentials ({})", source.describe()))
             .context(Failure::Usage)?;
         source.log(account);

@@ -19,7 +19,7 @@
 //! server's credentials ask the metadata server for: the warm-up would start only with the
 //! token. So [`Anonymous`] answers at once with the universe domain the client expects
 //! (`GOOGLE_CLOUD_UNIVERSE_DOMAIN`, else `googleapis.com`), and the provider compares the
-//! credentials' own, looked up beside the token, before any read ([`check_universe`]):
+//! credentials' own, looked up beside the token, before any read ([`Anonymous::check_universe`]):
 //! the same refusal the client would have made, before any request carries a token.
 
 use std::sync::Arc;
@@ -89,7 +89,7 @@ impl CredentialsProvider for Anonymous {
     }
 
     /// What the client expects, without asking the metadata server: the credentials' own
-    /// is compared by [`check_universe`] before any read.
+    /// is compared by [`Anonymous::check_universe`] before any read.
     async fn universe_domain(&self) -> Option<String> {
         Some(self.universe.clone())
     }
@@ -102,18 +102,20 @@ fn expected_universe() -> String {
         .unwrap_or_else(|| DEFAULT_UNIVERSE_DOMAIN.to_owned())
 }
 
-/// Refuses credentials of another universe domain than the clients expect, which the
-/// client's builder would have refused had [`Anonymous`] not answered for them. `found`
-/// is the credentials' own (`None`: the default).
-pub(super) fn check_universe(found: Option<String>) -> anyhow::Result<()> {
-    let expected = expected_universe();
-    let found = found.unwrap_or_else(|| DEFAULT_UNIVERSE_DOMAIN.to_owned());
-    match found == expected {
-        true => Ok(()),
-        false => Err(anyhow::anyhow!(
-            "the Google credentials are for universe domain '{found}' but the client expects \
-             '{expected}' (GOOGLE_CLOUD_UNIVERSE_DOMAIN, else googleapis.com)"
-        )),
+impl Anonymous {
+    /// Refuses credentials of another universe domain than the one the clients were given,
+    /// which the client's builder would have refused had [`Anonymous`] not answered for
+    /// them. `found` is the credentials' own (`None`: the default).
+    pub(super) fn check_universe(&self, found: Option<String>) -> anyhow::Result<()> {
+        let expected = &self.universe;
+        let found = found.unwrap_or_else(|| DEFAULT_UNIVERSE_DOMAIN.to_owned());
+        match found == *expected {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!(
+                "the Google credentials are for universe domain '{found}' but the client \
+                 expects '{expected}' (GOOGLE_CLOUD_UNIVERSE_DOMAIN, else googleapis.com)"
+            )),
+        }
     }
 }
 
